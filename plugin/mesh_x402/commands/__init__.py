@@ -1,0 +1,1 @@
+"""One module per `mesh-x402` subcommand: `configure(parser)` and `run(args)`."""

@@ -1,0 +1,116 @@
+"""Logging: structlog to stderr, JSON lines unless stderr is a terminal.
+
+mesh-llm sends a plugin's stdout to /dev/null and keeps its stderr, so every
+log line goes to stderr. Event names are stable, dotted and listed here;
+values travel in keyword fields. A redaction processor drops anything that
+looks like a secret (keys, signatures, payment headers) whatever the caller
+passed, so a careless call site cannot leak one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final
+
+import structlog
+
+__all__ = [
+    "REDACTED",
+    "configure",
+    "get_logger",
+    "redact_secrets",
+]
+
+REDACTED: Final = "[redacted]"
+
+# Field names whose values never reach a log line. Matching is by substring
+# on the lower-cased name, so `private_key`, `payment_signature` and
+# `x_payment` are all covered.
+_SECRET_MARKERS: Final = (
+    "private_key",
+    "privatekey",
+    "secret",
+    "signature",
+    "payment-signature",
+    "x-payment",
+    "x_payment",
+    "authorization",
+    "mnemonic",
+    "password",
+)
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace the value of every secret-looking field with a marker."""
+    for key in list(event_dict):
+        lowered = key.lower()
+        if any(marker in lowered for marker in _SECRET_MARKERS):
+            event_dict[key] = REDACTED
+    return event_dict
+
+
+def configure(level: str = "info", *, json: bool | None = None) -> None:
+    """Set up structlog for a plugin process.
+
+    Args:
+        level: the lowest level that is written.
+        json: JSON lines when true, a console renderer when false; by default
+            JSON unless stderr is a terminal.
+    """
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelName(level.upper())
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(subsystem: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger bound to one subsystem name (`host`, `http`, `chain`, ...)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(subsystem=subsystem)
+    return logger
+
+
+class Event:
+    """Stable event names. Dashboards and tests match on these strings."""
+
+    # host link
+    HOST_CONNECTED: Final = "host.connected"
+    HOST_INITIALIZED: Final = "host.initialized"
+    HOST_DISCONNECTED: Final = "host.disconnected"
+    HOST_BAD_FRAME: Final = "host.bad_frame"
+    HOST_UNKNOWN_REQUEST: Final = "host.unknown_request"
+    STREAM_OPENED: Final = "stream.opened"
+    STREAM_REFUSED: Final = "stream.refused"
+    MESH_EVENT: Final = "mesh.event"
+    MESH_VIEW_RESTORED: Final = "mesh.view_restored"
+    CHANNEL_RECEIVED: Final = "channel.received"
+    CHANNEL_DROPPED: Final = "channel.dropped"
+    # process
+    SERVE_STARTED: Final = "serve.started"
+    SERVE_STOPPED: Final = "serve.stopped"
+    SERVE_FAILED: Final = "serve.failed"
+    HTTP_LISTENING: Final = "http.listening"
+    # chain
+    CHAIN_TX_SENT: Final = "chain.tx_sent"
+    CHAIN_TX_CONFIRMED: Final = "chain.tx_confirmed"
+    CHAIN_UNAVAILABLE: Final = "chain.unavailable"

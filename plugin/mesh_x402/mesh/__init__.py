@@ -1,0 +1,1 @@
+"""Everything that talks to mesh-llm: framing, the host session, the mesh view."""
