@@ -1,0 +1,101 @@
+"""What the payment core needs from the outside world, as small Protocols.
+
+The core never reads the clock, the chain or the disk itself. The HTTP edge
+gathers these values through the Protocols below and passes plain values in,
+so `verify` and `pricing` stay pure and deterministic under test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "BalanceView",
+    "Clock",
+    "ExposureView",
+    "Settlement",
+    "Settler",
+    "TokenDomain",
+]
+
+Clock = Callable[[], float]
+"""Returns the current unix time in seconds; `time.time` in production."""
+
+
+@dataclass(frozen=True)
+class TokenDomain:
+    """The EIP-3009 token's EIP-712 domain, read from the chain once at start.
+
+    `name` and `version` differ between chains ("USD Coin" on mainnets, "USDC"
+    on Base Sepolia), so they are read from the token, never assumed.
+
+    Attributes:
+        name: the token's `name()`.
+        version: the token's `version()`.
+        chain_id: the chain the token lives on.
+        address: the token contract (checksummed), the EIP-712 verifyingContract.
+    """
+
+    name: str
+    version: str
+    chain_id: int
+    address: str
+
+    @property
+    def network(self) -> str:
+        """The CAIP-2 network name x402 v2 uses, e.g. `eip155:31337`."""
+        return f"eip155:{self.chain_id}"
+
+
+class BalanceView(Protocol):
+    """The payers' token balances as last read from the chain.
+
+    Reads come from a cache refreshed in the background, so checking a payment
+    never waits on the chain.
+    """
+
+    def cached_balance(self, payer: str) -> int | None:
+        """The payer's last known balance in atomic units, or None if never read."""
+        ...
+
+
+class ExposureView(Protocol):
+    """What a payer has authorized here that has not reached the chain yet."""
+
+    def unsettled_exposure(self, payer: str) -> int:
+        """Sum of the authorized values of this payer's accepted, unsettled payments.
+
+        Those authorizations will each pull their full value when settled, so
+        they already spend the cached balance.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of settling one payment on-chain right away.
+
+    Attributes:
+        ok: whether the transfer landed.
+        transaction: the transaction hash ("" when nothing was sent).
+        reason: an x402 error reason when not ok.
+    """
+
+    ok: bool
+    transaction: str
+    reason: str | None = None
+
+
+class Settler(Protocol):
+    """Settles one accepted payment now (settlement mode `immediate`).
+
+    The gate calls it after a non-streamed response is complete and before
+    releasing it. Only the seam exists so far: mode `deferred` (the default)
+    leaves settlement to the reconciler, in batches.
+    """
+
+    async def settle_now(self, payer: str, nonce: str, charge: int) -> Settlement:
+        """Settle the payment (payer, nonce) for `charge`, refunding the rest."""
+        ...

@@ -1,0 +1,1 @@
+"""Durable state: the SQLite (WAL) journal of payments, later receipts and settlements."""
