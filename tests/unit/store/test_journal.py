@@ -1,0 +1,182 @@
+"""The payment journal: one atomic claim per (payer, nonce), a strict state table, durable."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from mesh_x402.store.journal import (
+    TRANSITIONS,
+    ClaimOutcome,
+    InvalidTransitionError,
+    Journal,
+    NewPayment,
+    PaymentState,
+)
+
+PAYER = "0x" + "aa" * 20
+
+
+def make_new_payment(n: int = 0, **overrides: object) -> NewPayment:
+    base = NewPayment(
+        receipt_id=f"r{n}",
+        request_id=f"q{n}",
+        payer=PAYER,
+        nonce="0x" + f"{n:064x}",
+        value=100,
+        valid_after=0,
+        valid_before=2_000_000_000,
+        signature="0x" + "11" * 65,
+        network="eip155:31337",
+        asset="0x" + "bb" * 20,
+        pay_to="0x" + "cc" * 20,
+        model="m",
+        x402_version=2,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    opened = Journal.in_state_dir(tmp_path, clock=lambda: 1000.0)
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+class TestClaim:
+    def test_claim_then_replay(self, journal: Journal) -> None:
+        """The first claim of a (payer, nonce) is accepted, any later one is a replay."""
+        assert journal.claim(make_new_payment(), spendable=None) is ClaimOutcome.ACCEPTED
+        again = make_new_payment(receipt_id="other", request_id="x")
+        assert journal.claim(again, spendable=None) is ClaimOutcome.REPLAYED
+        assert journal.claim(
+            replace(again, payer=PAYER.upper().replace("0X", "0x")), spendable=None
+        ) is (ClaimOutcome.REPLAYED)
+        assert journal.count(PaymentState.ACCEPTED) == 1
+
+    def test_exposure_limits_claims(self, journal: Journal) -> None:
+        """Open payments count against the balance; released ones do not."""
+        assert journal.claim(make_new_payment(1), spendable=250) is ClaimOutcome.ACCEPTED
+        assert journal.claim(make_new_payment(2), spendable=250) is ClaimOutcome.ACCEPTED
+        assert journal.unsettled_exposure(PAYER) == 200
+        assert journal.claim(make_new_payment(3), spendable=250) is ClaimOutcome.INSUFFICIENT
+        journal.mark_released("r1", reason="upstream_error")
+        assert journal.unsettled_exposure(PAYER) == 100
+        assert journal.claim(make_new_payment(3), spendable=250) is ClaimOutcome.ACCEPTED
+        assert journal.find(PAYER, "0x" + f"{3:064x}") is not None
+
+    def test_hundred_concurrent_claims_one_wins(self, tmp_path: Path) -> None:
+        """100 threads claiming the same payment: exactly one ACCEPTED."""
+        journal = Journal.in_state_dir(tmp_path)
+        barrier = threading.Barrier(100)
+        outcomes: list[ClaimOutcome] = []
+        lock = threading.Lock()
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            outcome = journal.claim(make_new_payment(receipt_id=f"r{i}"), spendable=None)
+            with lock:
+                outcomes.append(outcome)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert outcomes.count(ClaimOutcome.ACCEPTED) == 1
+        assert outcomes.count(ClaimOutcome.REPLAYED) == 99
+        journal.close()
+
+    def test_values_beyond_sqlite_are_refused(self, journal: Journal) -> None:
+        """An amount SQLite cannot hold is an error before any write."""
+        with pytest.raises(ValueError, match="too large"):
+            journal.claim(make_new_payment(value=2**63), spendable=None)
+
+
+ALL_STATES = list(PaymentState)
+
+
+def _drive_to(journal: Journal, receipt: str, state: PaymentState) -> None:
+    path = {
+        PaymentState.ACCEPTED: [],
+        PaymentState.CHARGEABLE: [PaymentState.CHARGEABLE],
+        PaymentState.RELEASED: [PaymentState.RELEASED],
+        PaymentState.SETTLED: [PaymentState.CHARGEABLE, PaymentState.SETTLED],
+        PaymentState.FAILED: [PaymentState.CHARGEABLE, PaymentState.FAILED],
+    }[state]
+    for step in path:
+        _apply(journal, receipt, step)
+
+
+def _apply(journal: Journal, receipt: str, to: PaymentState) -> None:
+    if to is PaymentState.CHARGEABLE:
+        journal.mark_chargeable(receipt, charge=60, prompt_tokens=3, completion_tokens=4)
+    elif to is PaymentState.RELEASED:
+        journal.mark_released(receipt, reason="client_disconnected")
+    elif to is PaymentState.SETTLED:
+        journal.mark_settled(receipt, transaction="0x" + "ee" * 32)
+    elif to is PaymentState.FAILED:
+        journal.mark_failed(receipt, reason="transaction_failed")
+
+
+class TestTransitions:
+    @pytest.mark.parametrize("source", ALL_STATES)
+    @pytest.mark.parametrize("target", [s for s in ALL_STATES if s is not PaymentState.ACCEPTED])
+    def test_table(self, journal: Journal, source: PaymentState, target: PaymentState) -> None:
+        """Every (from, to) pair is allowed exactly when the transition table says so."""
+        journal.claim(make_new_payment(), spendable=None)
+        _drive_to(journal, "r0", source)
+        if target in TRANSITIONS[source]:
+            _apply(journal, "r0", target)
+            record = journal.get("r0")
+            assert record is not None
+            assert record.state is target
+        else:
+            with pytest.raises(InvalidTransitionError, match="cannot go"):
+                _apply(journal, "r0", target)
+            record = journal.get("r0")
+            assert record is not None
+            assert record.state is source
+
+    def test_unknown_receipt(self, journal: Journal) -> None:
+        """Moving a payment that does not exist is an error, not a silent no-op."""
+        with pytest.raises(InvalidTransitionError, match="no payment"):
+            journal.mark_released("missing", reason="x")
+
+    def test_charge_above_value_is_refused_by_the_schema(self, journal: Journal) -> None:
+        """The database itself refuses a charge above the authorized value."""
+        journal.claim(make_new_payment(), spendable=None)
+        with pytest.raises(sqlite3.IntegrityError):
+            journal.mark_chargeable("r0", charge=101, prompt_tokens=1, completion_tokens=1)
+
+
+class TestDurability:
+    def test_survives_reopen(self, tmp_path: Path) -> None:
+        """Claims and state changes are on disk when the call returns."""
+        first = Journal.in_state_dir(tmp_path)
+        first.claim(make_new_payment(), spendable=None)
+        first.mark_chargeable("r0", charge=42, prompt_tokens=5, completion_tokens=6)
+        first.close()
+        second = Journal.in_state_dir(tmp_path)
+        record = second.get("r0")
+        assert record is not None
+        assert (record.state, record.charge, record.prompt_tokens) == (
+            PaymentState.CHARGEABLE,
+            42,
+            5,
+        )
+        assert second.claim(make_new_payment(receipt_id="again"), spendable=None) is (
+            ClaimOutcome.REPLAYED
+        )
+        assert second.schema_version == 1
+        second.close()
+
+    def test_wal_and_full_sync(self, journal: Journal) -> None:
+        """The file is in WAL mode with fsync on every commit."""
+        db = sqlite3.connect(journal.path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
