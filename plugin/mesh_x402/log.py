@@ -76,9 +76,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelName(level.upper())
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
@@ -99,17 +97,25 @@ class Event:
     HOST_DISCONNECTED: Final = "host.disconnected"
     HOST_BAD_FRAME: Final = "host.bad_frame"
     HOST_UNKNOWN_REQUEST: Final = "host.unknown_request"
+    HOST_IGNORED: Final = "host.ignored"
+    HOST_HANDLER_FAILED: Final = "host.handler_failed"
+    HOST_WRITE_FAILED: Final = "host.write_failed"
     STREAM_OPENED: Final = "stream.opened"
     STREAM_REFUSED: Final = "stream.refused"
     MESH_EVENT: Final = "mesh.event"
     MESH_VIEW_RESTORED: Final = "mesh.view_restored"
+    MESH_VIEW_UNREADABLE: Final = "mesh.view_unreadable"
     CHANNEL_RECEIVED: Final = "channel.received"
     CHANNEL_DROPPED: Final = "channel.dropped"
+    CHANNEL_SENT: Final = "channel.sent"
+    CHANNEL_RECEIVER_FAILED: Final = "channel.receiver_failed"
     # process
     SERVE_STARTED: Final = "serve.started"
     SERVE_STOPPED: Final = "serve.stopped"
     SERVE_FAILED: Final = "serve.failed"
     HTTP_LISTENING: Final = "http.listening"
+    HTTP_HEAD_TOO_LARGE: Final = "http.head_too_large"
+    HTTP_GATEWAY_UNAVAILABLE: Final = "http.gateway_unavailable"
     # chain
     CHAIN_TX_SENT: Final = "chain.tx_sent"
     CHAIN_TX_CONFIRMED: Final = "chain.tx_confirmed"

@@ -1,0 +1,217 @@
+"""`mesh-x402 serve`: run the plugin, under mesh-llm or standalone.
+
+Under mesh-llm ($MESH_LLM_PLUGIN_ENDPOINT set) the order matters: a plugin
+that has not connected within 10 s, or is slow to answer initialize, is
+disabled for the node's lifetime (0.76) or stops the node (0.66). So this
+module imports only the standard library, protobuf, pydantic and the host
+link; it reads the config and key file (a bad one exits 2 at once), connects,
+answers initialize, and only then imports and starts the HTTP stack.
+
+Without the endpoint, the same HTTP app runs on the gateway port only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from pydantic import ValidationError
+
+from mesh_x402 import __version__, log
+from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
+from mesh_x402.config import NodeConfig, UpstreamConfig, load_config, parse_host_port
+from mesh_x402.errors import ConfigError, FrameError
+from mesh_x402.keys import NodeKey, load_key_file
+from mesh_x402.log import Event, get_logger
+from mesh_x402.mesh.channels import Channel
+from mesh_x402.mesh.manifest import initialize_response
+from mesh_x402.mesh.presence import Presence
+from mesh_x402.mesh.session import HostSession
+from mesh_x402.mesh.streams import StreamNegotiator
+from mesh_x402.mesh.view import MeshView
+
+if TYPE_CHECKING:
+    from mesh_x402.http.server import HttpServer
+
+__all__ = ["configure", "effective_config", "run", "socket_path"]
+
+ENDPOINT_ENV: Final = "MESH_LLM_PLUGIN_ENDPOINT"
+TRANSPORT_ENV: Final = "MESH_LLM_PLUGIN_TRANSPORT"
+NAME_ENV: Final = "MESH_LLM_PLUGIN_NAME"
+DEFAULT_PLUGIN_NAME: Final = "x402"
+# sun_path holds 108 bytes on Linux (104 on macOS) including the final NUL.
+_MAX_SOCKET_PATH: Final = 100
+
+_log = get_logger("host")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="the node's node.toml")
+    parser.add_argument(
+        "--gateway", metavar="HOST:PORT", help="listen here instead of [gateway] listen"
+    )
+    parser.add_argument("--upstream", metavar="URL", help="mesh-llm's API instead of [upstream]")
+
+
+def effective_config(args: argparse.Namespace) -> NodeConfig:
+    """The config file with the command-line overrides applied.
+
+    Raises:
+        ConfigError: the file is unusable, or an override is malformed.
+    """
+    config = load_config(args.config)
+    update: dict[str, object] = {}
+    if args.gateway is not None:
+        try:
+            parse_host_port(args.gateway)
+        except ValueError as exc:
+            raise ConfigError(f"--gateway: {exc}") from None
+        update["gateway"] = config.gateway.model_copy(update={"listen": args.gateway})
+    if args.upstream is not None:
+        try:
+            upstream = UpstreamConfig(
+                url=args.upstream, timeout_seconds=config.upstream.timeout_seconds
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"--upstream: {exc.errors()[0]['msg']}") from None
+        update["upstream"] = upstream
+    return config.model_copy(update=update)
+
+
+def socket_path(state_dir: Path) -> Path:
+    """Where the HTTP app listens for host streams.
+
+    `<state_dir>/http.sock` when that path is short enough for a Unix
+    socket, else a name in the temp folder derived from the state folder, so
+    a respawned plugin reuses (and replaces) its predecessor's socket.
+    """
+    candidate = state_dir.absolute() / "http.sock"
+    if len(os.fsencode(candidate)) < _MAX_SOCKET_PATH:
+        return candidate
+    digest = hashlib.sha256(os.fsencode(state_dir.absolute())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"mesh-x402-{digest}.sock"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = effective_config(args)
+    key = load_key_file(config.key_path)
+    log.configure(config.node.log_level)
+    endpoint = os.environ.get(ENDPOINT_ENV)
+    if endpoint is None:
+        return asyncio.run(_standalone(config, key))
+    transport = os.environ.get(TRANSPORT_ENV, "unix")
+    if transport != "unix":
+        raise ConfigError(f"${TRANSPORT_ENV}: transport {transport!r} is not supported (unix only)")
+    plugin_id = os.environ.get(NAME_ENV) or DEFAULT_PLUGIN_NAME
+    return asyncio.run(_hosted(config, key, endpoint, plugin_id))
+
+
+async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: str) -> int:
+    """Connect to the host, answer it, then bring up HTTP; return when the host is gone."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(endpoint)
+    except OSError as exc:
+        _log.error(Event.SERVE_FAILED, reason=f"cannot connect to {endpoint}: {exc.strerror}")
+        return 1
+    _log.info(Event.HOST_CONNECTED, endpoint=endpoint, plugin_id=plugin_id)
+
+    view = MeshView(config.state_path)
+    view.restore()
+    session = HostSession(initialize_response(plugin_id, __version__))
+    channel = Channel(session.send)
+    presence = Presence(channel, view, __version__)
+    negotiator = StreamNegotiator()
+
+    async def on_event(envelope: pb.Envelope) -> None:
+        event = envelope.mesh_event
+        _log.info(Event.MESH_EVENT, kind=event.kind, peer=event.peer.peer_id or None)
+        view.apply(event)
+        await presence.on_event(event)
+
+    async def on_channel(envelope: pb.Envelope) -> None:
+        await channel.deliver(envelope.channel_message)
+
+    async def on_open_stream(envelope: pb.Envelope) -> pb.Envelope:
+        response = await negotiator.open(envelope.open_stream_request)
+        return pb.Envelope(open_stream_response=response)
+
+    session.on_message("mesh_event", on_event)
+    session.on_message("channel_message", on_channel)
+    session.on_request("open_stream_request", on_open_stream)
+
+    link = asyncio.create_task(session.run(reader, writer))
+    initialized = asyncio.create_task(session.initialized.wait())
+    await asyncio.wait({link, initialized}, return_when=asyncio.FIRST_COMPLETED)
+    initialized.cancel()
+    http: HttpServer | None = None
+    try:
+        if not link.done():
+            unix_path = socket_path(config.state_path)
+            try:
+                http = await _start_http(config, unix_path)
+            except OSError as exc:
+                _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {unix_path}: {exc}")
+                link.cancel()
+                return 1
+            negotiator.set_endpoint(str(unix_path))
+            _log.info(Event.SERVE_STARTED, mode="hosted", address=key.address)
+        await link
+    except FrameError as exc:
+        _log.error(Event.HOST_BAD_FRAME, reason=str(exc))
+        return 1
+    finally:
+        if http is not None:
+            await http.stop()
+    _log.info(Event.SERVE_STOPPED, reason="host closed the connection")
+    return 0
+
+
+async def _standalone(config: NodeConfig, key: NodeKey) -> int:
+    """Serve the HTTP app on the gateway port until SIGINT or SIGTERM."""
+    try:
+        http = await _start_http(config, None)
+    except OSError as exc:
+        _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {config.gateway.listen}: {exc}")
+        return 1
+    _log.info(Event.SERVE_STARTED, mode="standalone", address=key.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await http.stop()
+    _log.info(Event.SERVE_STOPPED, reason="signal")
+    return 0
+
+
+async def _start_http(config: NodeConfig, unix_path: Path | None) -> HttpServer:
+    """Import the HTTP stack (only now: it is the slow part) and start it.
+
+    Under a host the gateway port is a second door: if it cannot be bound
+    the binding socket still serves this machine's clients, so that is
+    logged, not fatal. Standalone, the gateway is the only door.
+
+    Raises:
+        OSError: a socket that must exist cannot be bound.
+    """
+    from mesh_x402.http.placeholder import placeholder_app  # noqa: PLC0415
+    from mesh_x402.http.server import HttpServer  # noqa: PLC0415
+
+    server = HttpServer(placeholder_app)
+    if unix_path is not None:
+        server.listen_unix(unix_path)
+    host, port = parse_host_port(config.gateway.listen)
+    try:
+        server.listen_tcp(host, port)
+    except OSError as exc:
+        if unix_path is None:
+            raise
+        _log.warning(Event.HTTP_GATEWAY_UNAVAILABLE, listen=config.gateway.listen, reason=str(exc))
+    await server.start()
+    return server

@@ -1,0 +1,227 @@
+"""Running the plugin's ASGI app with uvicorn on a Unix socket and a TCP port.
+
+One app serves two doors: the Unix socket the host connects to for a
+streamed binding (clients on this machine, through the management port),
+and the gateway TCP port (remote clients). Both run in the same event loop
+as the host session, so the app must never block it.
+
+Two things about the host shape this module:
+- The host writes the whole request, then half-closes its side, then reads
+  our response until EOF. uvicorn closes a connection as soon as it reads
+  EOF, which would drop the response: the protocol here keeps the
+  connection open for writing when EOF comes after a complete request.
+- A 0.76 host refuses a response whose head is over 16 KiB or 64 headers.
+  Whatever app is served, a head that would not fit is replaced by a 500
+  with a small JSON error, so the client gets an answer instead of a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
+from pathlib import Path
+from typing import Any, Final
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mesh_x402.log import Event, get_logger
+
+__all__ = [
+    "MAX_RESPONSE_HEADERS",
+    "MAX_RESPONSE_HEAD_BYTES",
+    "ASGIApp",
+    "HttpServer",
+    "Receive",
+    "Scope",
+    "Send",
+    "limit_response_heads",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_RESPONSE_HEAD_BYTES: Final = 16 * 1024
+MAX_RESPONSE_HEADERS: Final = 64
+# What uvicorn adds to the app's head: the status line, `date`, one of
+# `content-length`/`transfer-encoding`, `connection`; and what a 0.76 host
+# adds (its own `x-request-id`).
+_ADDED_HEADERS: Final = 4
+_ADDED_BYTES: Final = 256
+# The host accepts request heads up to 64 KiB from its clients and passes
+# them on; uvicorn's default limit (16 KiB) would refuse some of them.
+_MAX_REQUEST_HEAD_BYTES: Final = 64 * 1024 + 1024
+_GRACEFUL_SHUTDOWN_SECONDS: Final = 5
+
+_log = get_logger("http")
+
+_HEAD_TOO_LARGE_BODY: Final = (
+    b'{"error":{"message":"response head over the host\'s limits","type":"server_error"}}'
+)
+
+
+def limit_response_heads(app: ASGIApp) -> ASGIApp:
+    """Wrap `app` so that no response head exceeds the 0.76 host's limits."""
+
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        replaced = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start":
+                headers: Iterable[tuple[bytes, bytes]] = message.get("headers", ())
+                headers = list(headers)
+                size = sum(len(name) + len(value) + 4 for name, value in headers)
+                if (
+                    len(headers) + _ADDED_HEADERS > MAX_RESPONSE_HEADERS
+                    or size + _ADDED_BYTES > MAX_RESPONSE_HEAD_BYTES
+                ):
+                    replaced = True
+                    _log.error(Event.HTTP_HEAD_TOO_LARGE, headers=len(headers), head_bytes=size)
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 500,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(_HEAD_TOO_LARGE_BODY)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": _HEAD_TOO_LARGE_BODY})
+                    return
+            elif replaced:
+                return
+            await send(message)
+
+        await app(scope, receive, guarded)
+
+    return limited
+
+
+class _HalfCloseH11(H11Protocol):
+    """uvicorn's h11 protocol, except EOF after a whole request keeps the
+    connection open so the response can still be written."""
+
+    # uvicorn types the hook as returning None; asyncio's Protocol allows bool.
+    def eof_received(self) -> bool:  # type: ignore[override]
+        # Returning true keeps the transport open for writing; a request
+        # still incomplete at EOF closes it (the app sees a disconnect).
+        return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the `serve` command."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    # A socket file left by a killed predecessor would make bind fail.
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        # Only this user (the host runs as us) may connect.
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class HttpServer:
+    """One ASGI app on a Unix socket, a TCP address, or both.
+
+    The sockets are bound and listening when `start` returns, so their
+    addresses can be handed out at once (connections wait in the backlog
+    until uvicorn accepts them).
+
+    Args:
+        app: the ASGI app; wrapped with `limit_response_heads`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = limit_response_heads(app)
+        self._sockets: list[socket.socket] = []
+        self._unix_path: Path | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def listen_unix(self, path: Path) -> None:
+        """Bind the Unix socket at `path` (a stale socket file there is replaced).
+
+        Raises:
+            OSError: the socket cannot be bound.
+        """
+        self._sockets.append(_bind_unix(path))
+        self._unix_path = path
+        _log.info(Event.HTTP_LISTENING, unix=str(path))
+
+    def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """Bind HOST:PORT (port 0 picks a free one); return the bound address.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        sock = _bind_tcp(host, port)
+        self._sockets.append(sock)
+        bound: tuple[str, int] = sock.getsockname()[:2]
+        _log.info(Event.HTTP_LISTENING, tcp=f"{bound[0]}:{bound[1]}")
+        return bound
+
+    async def start(self) -> None:
+        """Start serving on every bound socket, in the running event loop."""
+        config = uvicorn.Config(
+            self._app,
+            http=_HalfCloseH11,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            h11_max_incomplete_event_size=_MAX_REQUEST_HEAD_BYTES,
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=self._sockets))
+
+    async def stop(self) -> None:
+        """Stop accepting, let open responses finish (a few seconds at most), close."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        for sock in self._sockets:
+            sock.close()
+        if self._unix_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._unix_path.unlink()
