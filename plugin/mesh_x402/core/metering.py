@@ -299,8 +299,10 @@ class SseUsageTap:
         """End of stream: return what is still held (an unterminated event)."""
         rest = bytes(self._buffer)
         tail = rest[self._line_start :]
-        if tail and not self._oversized:
-            self._read_line(tail)
+        if tail:
+            self._has_field = True
+            if not self._oversized:
+                self._read_line(tail)
         drop = self._has_field and self._finish_event()
         self._buffer.clear()
         self._line_start = self._clean_upto = 0
