@@ -23,16 +23,20 @@ request on that loop for the whole round trip.
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import requests
+from eth_abi.abi import decode
+from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
@@ -69,7 +73,45 @@ class TransactionReverted(ChainError):  # noqa: N818 - named like its siblings i
     """A call or transaction reverted; the message carries the revert reason."""
 
 
-def _reason(exc: BaseException) -> str:
+def _custom_error(data: object, abi: Sequence[Mapping[str, Any]]) -> str | None:
+    """Render revert data as `Name(arg, ...)` when it is one of `abi`'s custom errors."""
+    if not isinstance(data, str) or not data.startswith("0x") or len(data) < 10:
+        return None
+    raw = bytes.fromhex(data[2:])
+    for item in abi:
+        if item.get("type") != "error":
+            continue
+        types = [str(arg["type"]) for arg in item.get("inputs", [])]
+        if keccak(text=f"{item['name']}({','.join(types)})")[:4] == raw[:4]:
+            try:
+                values = decode(types, raw[4:])
+            except (DecodingError, ValueError):
+                return str(item["name"])
+            return f"{item['name']}({', '.join(str(v) for v in values)})"
+    return None
+
+
+def _revert_data(exc: BaseException) -> str | None:
+    """The raw revert data as 0x-hex, from web3's error or eth-tester's message."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, str):
+        return data
+    # eth-tester puts undecodable revert data in its message as a bytes literal.
+    text = str(exc.args[0]) if exc.args else ""
+    text = text.removeprefix("execution reverted: ")
+    if text.startswith(("b'", 'b"')):
+        try:
+            raw = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return None
+        return "0x" + raw.hex() if isinstance(raw, bytes) else None
+    return None
+
+
+def _reason(exc: BaseException, abi: Sequence[Mapping[str, Any]] = ()) -> str:
+    custom = _custom_error(_revert_data(exc), abi)
+    if custom is not None:
+        return custom
     message = getattr(exc, "message", None) or str(exc)
     return str(message).removeprefix("execution reverted: ").strip() or "no reason given"
 
@@ -105,6 +147,9 @@ class ChainClient:
         self._chain_id: int | None = None
         self._nonces: dict[str, int] = {}
         self._nonce_lock = threading.Lock()
+        # Custom errors of every contract bound so far: a revert bubbling up from a
+        # called contract (e.g. the registry under the settlement) is still named.
+        self.known_errors: list[Mapping[str, Any]] = []
 
     @classmethod
     def connect(
@@ -136,7 +181,7 @@ class ChainClient:
         return client
 
     @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
+    def _translated(self, what: str, abi: Sequence[Mapping[str, Any]] = ()) -> Iterator[None]:
         """Map web3 and transport exceptions to the ChainError tree."""
         try:
             yield
@@ -152,7 +197,8 @@ class ChainClient:
             _log.warning(Event.CHAIN_UNAVAILABLE, rpc=self.label, action=what)
             raise RpcUnavailable(f"rpc {self.label} does not answer") from None
         except (ContractLogicError, _TesterReverted) as exc:
-            raise TransactionReverted(f"{what} reverted: {_reason(exc)}") from None
+            reason = _reason(exc, [*abi, *self.known_errors])
+            raise TransactionReverted(f"{what} reverted: {reason}") from None
         except Web3RPCError as exc:
             raise ChainError(f"{what}: rpc {self.label} refused: {_reason(exc)}") from None
         except (Web3Exception, requests.exceptions.RequestException, ValueError) as exc:
@@ -183,13 +229,17 @@ class ChainClient:
         if len(code) == 0:
             raise NoContractCode(f"no contract code at {checksummed} ({what})")
 
-    def contract(self, address: str, abi: list[dict[str, Any]]) -> Contract:
+    def contract(self, address: str, abi: Sequence[Mapping[str, Any]]) -> Contract:
         """A web3 contract object at `address` (no call is made)."""
-        return self.w3.eth.contract(address=to_checksum_address(address), abi=abi)
+        for item in abi:
+            if item.get("type") == "error" and item not in self.known_errors:
+                self.known_errors.append(item)
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=list(abi))
 
     def call(self, fn: ContractFunction, what: str) -> Any:
         """`eth_call` a contract function; reverts become TransactionReverted."""
-        return self.run(what, fn.call)
+        with self._translated(what, fn.contract_abi):
+            return fn.call()
 
     def block_number(self) -> int:
         return self.run("eth_blockNumber", lambda: int(self.w3.eth.block_number))
@@ -234,7 +284,8 @@ class ChainClient:
         """
         sender = account.address
         with self._nonce_lock:
-            with self._translated(what):
+            abi = fn.contract_abi if isinstance(fn, ContractFunction) else fn.abi
+            with self._translated(what, abi):
                 params: TxParams = {"from": sender, "chainId": self.chain_id, **self._fees()}
                 gas = int(fn.estimate_gas(params))
                 params["gas"] = gas + gas * _GAS_MARGIN_PERCENT // 100
