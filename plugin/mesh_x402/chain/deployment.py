@@ -175,6 +175,8 @@ def _checked(client: ChainClient, address: str, what: str) -> str:
     try:
         checksummed = to_checksum_address(address)
     except ValueError:
-        raise DeploymentRefused(f"--{what.replace(' ', '-')} {address!r} is not an address") from None
+        raise DeploymentRefused(
+            f"--{what.replace(' ', '-')} {address!r} is not an address"
+        ) from None
     client.require_code(checksummed, what)
     return checksummed
