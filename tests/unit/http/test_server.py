@@ -1,0 +1,153 @@
+"""The HTTP server as the host uses it: raw HTTP/1.1 on a Unix socket, half-closed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mesh_x402.http.placeholder import placeholder_app
+from mesh_x402.http.server import ASGIApp, HttpServer, Receive, Scope, Send
+
+WAIT = 10.0
+
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:3131\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: 2\r\n"
+    b"Connection: close\r\n"
+    b"\r\n{}"
+)
+
+
+async def exchange(path: Path, request: bytes = REQUEST) -> bytes:
+    """What the host does: write the whole request, half-close, read to EOF."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(request)
+    await writer.drain()
+    writer.write_eof()
+    response = await asyncio.wait_for(reader.read(), WAIT)
+    writer.close()
+    return response
+
+
+def split(response: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
+    return int(status_line.split()[1]), headers, body  # type: ignore[return-value]
+
+
+def headers_app(headers: list[tuple[bytes, bytes]]) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        length = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers + length})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+@pytest.fixture
+async def serve_app(tmp_path) -> AsyncIterator:
+    servers: list[HttpServer] = []
+
+    async def start(app: ASGIApp, *, tcp: bool = False) -> tuple[Path, tuple[str, int] | None]:
+        server = HttpServer(app)
+        path = tmp_path / "http.sock"
+        server.listen_unix(path)
+        address = server.listen_tcp("127.0.0.1", 0) if tcp else None
+        await server.start()
+        servers.append(server)
+        return path, address
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+class TestUnixSocket:
+    async def test_half_closed_request_gets_the_whole_response(self, serve_app):
+        """The host half-closes after the request; the response must still arrive."""
+        path, _ = await serve_app(placeholder_app)
+        status, headers, body = split(await exchange(path))
+        assert status == 501
+        assert ("content-type", "application/json") in headers
+        assert json.loads(body) == {
+            "error": {"message": "payment gate not yet available", "type": "not_implemented"}
+        }
+
+    async def test_socket_is_private_and_replaces_a_stale_one(self, tmp_path, serve_app):
+        """A socket file left by a killed predecessor does not stop a respawn."""
+        dead = socket.socket(socket.AF_UNIX)
+        dead.bind(str(tmp_path / "http.sock"))
+        dead.close()  # the file stays, as after a SIGKILL
+        path, _ = await serve_app(placeholder_app)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        status, _, _ = split(await exchange(path))
+        assert status == 501
+
+    async def test_large_request_head_is_accepted(self, serve_app):
+        """The host passes heads up to 64 KiB; uvicorn's own 16 KiB limit must not apply."""
+        path, _ = await serve_app(placeholder_app)
+        big = b"X-Big: " + b"a" * 40_000 + b"\r\n"
+        request = REQUEST.replace(b"Connection: close\r\n", b"Connection: close\r\n" + big)
+        status, _, _ = split(await exchange(path, request))
+        assert status == 501
+
+    async def test_incomplete_request_at_eof_is_closed(self, serve_app):
+        """A request cut short gets no response and no hang."""
+        path, _ = await serve_app(placeholder_app)
+        response = await exchange(path, REQUEST[:-1])
+        assert response == b""
+
+    async def test_stop_removes_the_socket(self, tmp_path):
+        server = HttpServer(placeholder_app)
+        server.listen_unix(tmp_path / "http.sock")
+        await server.start()
+        await server.stop()
+        assert not (tmp_path / "http.sock").exists()
+
+
+class TestGateway:
+    async def test_same_app_on_tcp(self, serve_app):
+        _, address = await serve_app(placeholder_app, tcp=True)
+        assert address is not None
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://{address[0]}:{address[1]}/v1/models")
+        assert response.status_code == 501
+        assert response.json()["error"]["type"] == "not_implemented"
+
+
+class TestHeadLimits:
+    """A 0.76 host refuses heads over 16 KiB or 64 headers: they never leave us."""
+
+    async def test_head_within_limits_passes(self, serve_app):
+        headers = [(f"x-h{i}".encode(), b"v") for i in range(50)]
+        path, _ = await serve_app(headers_app(headers))
+        status, got, body = split(await exchange(path))
+        assert (status, body) == (200, b"ok")
+        assert ("x-h49", "v") in got
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            [(f"x-h{i}".encode(), b"v") for i in range(63)],
+            [(b"x-big", b"a" * 17_000)],
+        ],
+        ids=["too-many", "too-large"],
+    )
+    async def test_head_over_limits_becomes_a_small_500(self, serve_app, headers):
+        path, _ = await serve_app(headers_app(headers))
+        response = await exchange(path)
+        status, got, body = split(response)
+        assert status == 500
+        assert len(got) <= 64
+        assert len(response.partition(b"\r\n\r\n")[0]) < 16 * 1024
+        assert json.loads(body)["error"]["type"] == "server_error"
