@@ -374,10 +374,11 @@ class FakeUpstreamApp:
             )
         count = min(model.chunks, len(words))
         for i in range(count):
+            # Even without a delay, yield to the loop so a client that left is
+            # noticed before the next write (as a real server notices).
+            await asyncio.sleep(model.chunk_delay if i else 0)
             if record.disconnected:
                 return
-            if i and model.chunk_delay:
-                await asyncio.sleep(model.chunk_delay)
             await emit(
                 [
                     plan.piece(
@@ -473,7 +474,10 @@ class FakeUpstream:
 
     def start(self) -> str:
         """Bind a free port, start serving, and return the base URL."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only
+        # when the listener says so, and without it Nagle + delayed ACK add ~40 ms
+        # to every answer whose head and body go out in separate writes.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
