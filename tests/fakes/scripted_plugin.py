@@ -18,8 +18,9 @@ Environment:
     FAKE_SUBSCRIBE   subscribed event kinds as numbers (default all six)
 
 Host RpcRequests it understands (so a test can make it act):
-    send_channel {channel, target?, body, plugin_id?}  send a ChannelMessage
+    send_channel {channel, target?, body, repeat?, plugin_id?}  send a ChannelMessage
     hang {}                                            never answer
+    hang_first {}                                      never answer on the first spawn
     bad_frame {}                                       write an oversized frame prefix
 """
 
@@ -107,7 +108,8 @@ def manifest() -> pb.PluginManifest:
 
 
 class Plugin:
-    def __init__(self, flags: set[str]) -> None:
+    def __init__(self, index: int, flags: set[str]) -> None:
+        self.index = index
         self.flags = flags
         self.name = os.environ["MESH_LLM_PLUGIN_NAME"]
         self.endpoint = os.environ["MESH_LLM_PLUGIN_ENDPOINT"]
@@ -236,7 +238,7 @@ class Plugin:
     async def rpc(self, envelope: pb.Envelope) -> None:
         request = envelope.rpc_request
         params = json.loads(request.params_json or "{}")
-        if request.method == "hang":
+        if request.method == "hang" or (request.method == "hang_first" and self.index == 0):
             return
         if request.method == "bad_frame":
             assert self.writer is not None
@@ -248,7 +250,7 @@ class Plugin:
                 channel=params["channel"],
                 target_peer_id=params.get("target", ""),
                 content_type="text/plain",
-                body=params["body"].encode(),
+                body=params["body"].encode() * params.get("repeat", 1),
             )
             out = pb.Envelope(
                 protocol_version=2, plugin_id=params.get("plugin_id", ""), channel_message=message
@@ -318,7 +320,8 @@ class Plugin:
 def main() -> None:
     index = spawn_index()
     record("spawn", index=index)
-    plugin = Plugin(behaviours(index))
+    print(f"scripted plugin {os.getpid()} started", file=sys.stderr, flush=True)
+    plugin = Plugin(index, behaviours(index))
     asyncio.run(plugin.run())
 
 

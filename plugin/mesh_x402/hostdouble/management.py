@@ -125,8 +125,9 @@ def is_trusted_local(peer: str, host_header: str | None, origin: str | None) -> 
 class ManagementServer:
     """The 127.0.0.1 management listener of one node."""
 
-    def __init__(self, backend: ManagementBackend) -> None:
+    def __init__(self, backend: ManagementBackend, *, deadline: float = REQUEST_DEADLINE) -> None:
         self._backend = backend
+        self._deadline = deadline
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -172,9 +173,10 @@ class ManagementServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            received = await asyncio.wait_for(self._read_request(reader, writer), REQUEST_DEADLINE)
+            received = await asyncio.wait_for(self._read_request(reader, writer), self._deadline)
         except asyncio.TimeoutError:
-            await self._refuse(reader, writer, HttpError(408, "the request did not arrive in 5 s"))
+            error = HttpError(408, f"the request did not arrive within {self._deadline:g} s")
+            await self._refuse(reader, writer, error)
             return
         except HttpError as exc:
             await self._refuse(reader, writer, exc)
