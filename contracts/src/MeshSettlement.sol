@@ -85,9 +85,10 @@ contract MeshSettlement {
     mapping(address => mapping(bytes32 => bool)) private _settled;
     bool private transient _locked;
 
-    event PaymentSettled(
-        bytes32 indexed receiptHash, address indexed payer, bytes32 nonce, uint256 refund, Credit[] credits
-    );
+    /// @notice One settled payment: who was credited what, and the payer's refund. The
+    ///         authorization's nonce is in the token's AuthorizationUsed event of the same
+    ///         transaction (or in paymentStatus), so it is not repeated here.
+    event PaymentSettled(bytes32 indexed receiptHash, address indexed payer, uint256 refund, Credit[] credits);
     event ItemRejected(uint256 indexed index, bytes32 indexed receiptHash, uint8 status);
     event Withdrawn(uint256 indexed agentId, address indexed wallet, uint256 amount);
 
@@ -194,7 +195,7 @@ contract MeshSettlement {
         }
         if (refund != 0) _bookRefund(from, refund, b);
         b.owed += value;
-        emit PaymentSettled(item.receiptHash, from, nonce, refund, credits);
+        emit PaymentSettled(item.receiptHash, from, refund, credits);
         return SETTLED;
     }
 
