@@ -116,6 +116,16 @@ class Event:
     HTTP_LISTENING: Final = "http.listening"
     HTTP_HEAD_TOO_LARGE: Final = "http.head_too_large"
     HTTP_GATEWAY_UNAVAILABLE: Final = "http.gateway_unavailable"
+    # payments (the x402 gate)
+    PAYMENT_REQUIRED: Final = "payment.required"
+    PAYMENT_MALFORMED: Final = "payment.malformed"
+    PAYMENT_REFUSED: Final = "payment.refused"
+    PAYMENT_ACCEPTED: Final = "payment.accepted"
+    PAYMENT_CHARGEABLE: Final = "payment.chargeable"
+    PAYMENT_RELEASED: Final = "payment.released"
+    PAYMENT_SETTLED: Final = "payment.settled"
+    PAYMENT_SETTLE_FAILED: Final = "payment.settle_failed"
+    BALANCE_REFRESH_FAILED: Final = "balance.refresh_failed"
     # chain
     CHAIN_TX_SENT: Final = "chain.tx_sent"
     CHAIN_TX_CONFIRMED: Final = "chain.tx_confirmed"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "BalanceRefresher",
     "BalanceView",
     "Clock",
     "ExposureView",
@@ -58,6 +59,18 @@ class BalanceView(Protocol):
 
     def cached_balance(self, payer: str) -> int | None:
         """The payer's last known balance in atomic units, or None if never read."""
+        ...
+
+
+class BalanceRefresher(BalanceView, Protocol):
+    """A balance view that can also read one payer's balance now (optional capability).
+
+    The edge uses it only for a payer it has never seen, so the first payment
+    of a new payer costs one chain read and every later one none.
+    """
+
+    async def refresh(self, payer: str) -> int | None:
+        """Read the payer's balance from the chain; None if the chain did not answer."""
         ...
 
 
