@@ -38,11 +38,13 @@ from typing import Any, Final
 __all__ = [
     "CHARS_PER_TOKEN",
     "MAX_EVENT_BYTES",
+    "MAX_JSON_DEPTH",
     "JsonMeter",
     "SseUsageTap",
     "Usage",
     "billable_usage",
     "estimate_tokens",
+    "loads_bounded",
     "meter_json_body",
     "parse_usage",
     "prepare_upstream_body",
@@ -52,7 +54,11 @@ __all__ = [
 CHARS_PER_TOKEN: Final = 4
 MAX_EVENT_BYTES: Final = 1024 * 1024
 
+MAX_JSON_DEPTH: Final = 64
+
 _LINE_END: Final = re.compile(rb"[\r\n]")
+# A JSON string (skipped whole, so brackets inside text do not count) or a bracket.
+_JSON_NESTING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 # Keys of a streamed `delta` that carry generated output, as opposed to the
 # `role` marker of the first chunk.
@@ -63,6 +69,31 @@ _OUTPUT_DELTA_KEYS: Final = (
     "tool_calls",
     "function_call",
 )
+
+
+def loads_bounded(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads`, refusing documents nested deeper than `max_depth`.
+
+    Why not plain `json.loads`: importing web3 (through py_ecc) raises the
+    interpreter's recursion limit to 100,000, and CPython's C JSON decoder
+    trusts that limit, so a body like `[[[[...` 100,000 deep overflows the C
+    stack and kills the process (SIGSEGV) instead of raising RecursionError.
+    Answers and requests of the OpenAI API nest a handful of levels.
+
+    Raises:
+        ValueError: not JSON, or nested too deep.
+    """
+    if data.count(b"[") + data.count(b"{") > max_depth:
+        depth = 0
+        for match in _JSON_NESTING.finditer(data):
+            token = match.group()
+            if token in (b"[", b"{"):
+                depth += 1
+                if depth > max_depth:
+                    raise ValueError(f"JSON nested deeper than {max_depth} levels")
+            elif token in (b"]", b"}"):
+                depth -= 1
+    return json.loads(data)
 
 
 @dataclass(frozen=True)
@@ -144,8 +175,8 @@ class JsonMeter:
 def meter_json_body(body: bytes) -> JsonMeter:
     """Read usage and output size from a complete non-streamed answer; never raises."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = loads_bounded(body)
+    except (ValueError, RecursionError):
         return JsonMeter(None, 0)
     if not isinstance(document, Mapping):
         return JsonMeter(None, 0)
@@ -364,8 +395,8 @@ class SseUsageTap:
             self.done = True
             return False
         try:
-            chunk = json.loads(payload)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            chunk = loads_bounded(payload)
+        except (ValueError, RecursionError):
             return False
         if not isinstance(chunk, Mapping):
             return False

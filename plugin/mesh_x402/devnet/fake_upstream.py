@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import uvicorn
 
-from mesh_x402.core.metering import estimate_tokens, prompt_text
+from mesh_x402.core.metering import estimate_tokens, loads_bounded, prompt_text
 
 __all__ = [
     "FAILURES",
@@ -212,7 +212,7 @@ class FakeUpstreamApp:
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            body: Any = json.loads(raw) if raw else None
+            body: Any = loads_bounded(bytes(raw)) if raw else None
         except (ValueError, UnicodeDecodeError):
             body = None
         client = tuple(scope["client"]) if scope.get("client") else None

@@ -21,7 +21,13 @@ from typing import Any, Final
 
 import httpx
 
-from mesh_x402.core.metering import SseUsageTap, Usage, meter_json_body, prepare_upstream_body
+from mesh_x402.core.metering import (
+    SseUsageTap,
+    Usage,
+    loads_bounded,
+    meter_json_body,
+    prepare_upstream_body,
+)
 from mesh_x402.errors import PluginError
 
 __all__ = [
@@ -326,8 +332,8 @@ class UpstreamClient:
         except httpx.HTTPError as exc:
             raise _translate(exc, mid_stream=False) from exc
         try:
-            document = json.loads(bytes(content))
-        except (ValueError, UnicodeDecodeError) as exc:
+            document = loads_bounded(bytes(content))
+        except ValueError as exc:
             raise UpstreamError("upstream_bad_answer", "/v1/models answer is not JSON") from exc
         data = document.get("data") if isinstance(document, dict) else None
         if not isinstance(data, list):

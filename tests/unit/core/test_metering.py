@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -14,6 +16,7 @@ from mesh_x402.core.metering import (
     Usage,
     billable_usage,
     estimate_tokens,
+    loads_bounded,
     meter_json_body,
     parse_usage,
     prepare_upstream_body,
@@ -266,6 +269,44 @@ class TestSseUsageTapRobustness:
         whole = run(SseUsageTap(strip_usage_chunk=True), [data])
         split = run(SseUsageTap(strip_usage_chunk=True), [data[:cut], data[cut:]])
         assert whole == split
+
+
+class TestDeepNesting:
+    """A hostile body nested 200,000 deep must be refused, not crash the process.
+
+    The plugin imports web3, which raises the recursion limit to 100,000; the C
+    JSON decoder then overflows the C stack (SIGSEGV) instead of raising.
+    """
+
+    @pytest.fixture(autouse=True)
+    def web3_recursion_limit(self) -> Iterator[None]:
+        before = sys.getrecursionlimit()
+        sys.setrecursionlimit(100_000)
+        yield
+        sys.setrecursionlimit(before)
+
+    def test_tap_passes_a_deep_event_unread(self) -> None:
+        stream = b"data: " + b"[" * 200_000 + b"\n\n"
+        tap = SseUsageTap(strip_usage_chunk=True, max_event_bytes=1 << 20)
+        assert run(tap, [stream]) == stream
+        assert tap.usage is None
+
+    def test_json_body_is_unreadable_not_fatal(self) -> None:
+        assert meter_json_body(b'{"usage":' * 200_000).usage is None
+
+    def test_loads_bounded_refuses_deep_documents(self) -> None:
+        with pytest.raises(ValueError, match="nested deeper than 64"):
+            loads_bounded(b"[" * 65 + b"]" * 65)
+        assert loads_bounded(b"[" * 64 + b"]" * 64) is not None
+
+    def test_brackets_inside_strings_do_not_count(self) -> None:
+        text = "[{" * 5000
+        document = chat_chunk(text, usage=USAGE)
+        assert loads_bounded(json.dumps(document).encode()) == document
+        tap = SseUsageTap(strip_usage_chunk=True)
+        tap.feed(event(document))
+        assert tap.completion_chars == len(text)
+        assert tap.usage == Usage(7, 5, 12)
 
 
 class TestPrepareUpstreamBody:
