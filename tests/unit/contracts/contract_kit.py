@@ -221,16 +221,17 @@ def statuses_of(chain: Chain, items: list[tuple], sender: str) -> list[int]:
 
 def revert_reason(call: Any, sender: str) -> str:
     """The revert string, or the 0x-hex custom error data, of `call` sent from `sender`."""
-    return _revert_of(lambda: call.call({"from": sender, "gas": 25_000_000}))
+    return revert_of(lambda: call.call({"from": sender, "gas": 25_000_000}))
 
 
 def deploy_revert_reason(w3: Web3, constructor: Any, sender: str) -> str:
     """Like revert_reason, for a contract creation (`factory.constructor(...)`)."""
     tx = constructor.build_transaction({"from": sender, "gas": 10_000_000})
-    return _revert_of(lambda: w3.eth.call(tx))
+    return revert_of(lambda: w3.eth.call(tx))
 
 
-def _revert_of(run: Any) -> str:
+def revert_of(run: Any) -> str:
+    """The revert string or 0x-hex custom error data raised by `run()`."""
     try:
         run()
     except ContractCustomError as exc:
