@@ -244,6 +244,8 @@ class TestFailures:
         assert response.usage is None
         if stream:
             assert response.first_token_seen
+            # What did reach the client stays known, for the fallback estimate.
+            assert response.completion_chars > 0
 
     async def test_connection_refused(self) -> None:
         with socket.socket() as sock:
@@ -305,8 +307,11 @@ class TestFailures:
         body = {**stream_body(), "model": "held"}
         response = await client.forward("POST", "/v1/chat/completions", body, {}, "rid")
         chunks = response.body()
-        await chunks.__anext__()
+        seen = b""
+        while b'"content": " ' not in seen:
+            seen += await chunks.__anext__()
         await response.aclose()
+        assert response.completion_chars > 0, "what was passed on stays counted"
         record = fake.requests[-1]
         await wait_until(lambda: record.disconnected, "the fake saw the client leave")
         assert not record.finished

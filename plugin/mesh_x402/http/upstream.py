@@ -131,9 +131,12 @@ class UpstreamResponse:
             hop-by-hop and framing ones.
         request_id: the `x-request-id` that was sent.
         streamed: whether the answer is a 2xx SSE stream.
-        usage: the reported usage once the body has ended, else None (also
-            None when the answer carried none or an unreadable one).
-        completion_chars: generated characters the client was handed.
+        usage: the reported usage: for SSE as soon as its chunk has passed,
+            for JSON once the body has ended; None until then, and when the
+            answer carried none or an unreadable one.
+        completion_chars: generated characters passed on so far (SSE, kept
+            when the stream breaks or the caller leaves) or in the whole
+            answer (JSON, once ended): the input of the fallback estimate.
         first_token_seen: True once body bytes carrying output reached the
             caller and it came back for more (SSE: an event with generated
             output; JSON: any byte of a 2xx body). The gate charges a client
@@ -153,11 +156,19 @@ class UpstreamResponse:
         content_type = response.headers.get("content-type", "").lower()
         self.streamed = self.ok and content_type.startswith("text/event-stream")
         self._tap = SseUsageTap(strip_usage_chunk=not client_wants_usage) if self.streamed else None
-        self.usage: Usage | None = None
-        self.completion_chars = 0
+        self._usage: Usage | None = None
+        self._completion_chars = 0
         self.first_token_seen = False
         self.complete = False
         self._iterator: AsyncIterator[bytes] | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._tap.usage if self._tap is not None else self._usage
+
+    @property
+    def completion_chars(self) -> int:
+        return self._tap.completion_chars if self._tap is not None else self._completion_chars
 
     @property
     def ok(self) -> bool:
@@ -209,13 +220,10 @@ class UpstreamResponse:
             raise _translate(exc, mid_stream=True) from exc
         finally:
             await self._response.aclose()
-        if tap is not None:
-            self.usage = tap.usage
-            self.completion_chars = tap.completion_chars
-        elif meter_json:
+        if meter_json:
             meter = meter_json_body(bytes(copy))
-            self.usage = meter.usage
-            self.completion_chars = meter.completion_chars
+            self._usage = meter.usage
+            self._completion_chars = meter.completion_chars
         self.complete = True
 
     async def aclose(self) -> None:
