@@ -26,14 +26,21 @@ from mesh_x402.chain.anvil import Anvil, dev_account
 from mesh_x402.chain.bindings import TokenBinding
 from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.deployment import Deployment, deploy
-from mesh_x402.config import GatewayConfig, NodeConfig, Price, PricingConfig
+from mesh_x402.config import (
+    ChainConfig,
+    GatewayConfig,
+    NodeConfig,
+    Price,
+    PricingConfig,
+    UpstreamConfig,
+)
 from mesh_x402.core.payer import encode_header, sign_payment
 from mesh_x402.core.ports import TokenDomain
 from mesh_x402.core.pricing import Quote, charge_for_usage, quote_request
 from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
-from mesh_x402.http.app import GateApp, GateContext, build_app
-from mesh_x402.http.balances import BalanceCache
-from mesh_x402.http.upstream import UpstreamClient
+from mesh_x402.errors import ConfigError
+from mesh_x402.http.app import GateApp
+from mesh_x402.http.gate import open_gate
 from mesh_x402.store.journal import Journal, PaymentState
 from x402 import x402Client
 from x402.http.clients.httpx import x402AsyncTransport
@@ -63,6 +70,7 @@ FUNDS = 10**9
 
 @dataclass
 class Chain:
+    url: str
     client: ChainClient
     deployment: Deployment
     token: TokenBinding
@@ -80,7 +88,7 @@ def chain() -> Iterator[Chain]:
         payer = Account.from_key("0x" + "5a" * 32)
         token.mint(deployer, payer.address, FUNDS)
         domain = TokenDomain(token.name(), token.version(), client.chain_id, token.address)
-        yield Chain(client, deployment, token, domain, payer)
+        yield Chain(anvil.url, client, deployment, token, domain, payer)
 
 
 @pytest.fixture(scope="module")
@@ -111,23 +119,25 @@ class Gate:
 
 async def _start_gate(
     tmp_path: Path, chain: Chain, upstream_url: str, fake: FakeUpstream, **gateway: Any
-) -> tuple[Gate, _Uvicorn, GateApp, UpstreamClient]:
-    config = NodeConfig(pricing=PRICING, gateway=GatewayConfig(**gateway), path=tmp_path / "n.toml")
-    journal = Journal.in_state_dir(tmp_path / "state")
-    upstream = UpstreamClient(upstream_url, timeout=10.0)
-    app = build_app(
-        GateContext(
-            config=config,
-            journal=journal,
-            token=chain.domain,
-            pay_to=chain.deployment.settlement,
-            balances=BalanceCache(lambda payer: asyncio.to_thread(chain.token.balance_of, payer)),
-            upstream=upstream,
-        )
+) -> tuple[Gate, _Uvicorn, GateApp]:
+    config = NodeConfig(
+        pricing=PRICING,
+        gateway=GatewayConfig(**gateway),
+        upstream=UpstreamConfig(url=upstream_url, timeout_seconds=10.0),
+        chain=ChainConfig(
+            rpc=chain.url,
+            token=chain.deployment.token,
+            settlement=chain.deployment.settlement,
+            identity_registry=chain.deployment.identity_registry,
+        ),
+        path=tmp_path / "node.toml",
     )
+    app = await open_gate(config)
     server = _Uvicorn(app)
     port = await server.start()
-    return Gate(f"http://127.0.0.1:{port}", journal, chain, fake, config), server, app, upstream
+    # A second connection to the same file: what the gate committed is visible here.
+    journal = Journal.in_state_dir(config.state_path)
+    return Gate(f"http://127.0.0.1:{port}", journal, chain, fake, config), server, app
 
 
 class _Uvicorn:
@@ -160,13 +170,12 @@ class _Uvicorn:
 
 @pytest.fixture
 async def gate(tmp_path: Path, chain: Chain, upstream_api: FakeUpstream) -> AsyncIterator[Gate]:
-    started, server, app, upstream = await _start_gate(
+    started, server, app = await _start_gate(
         tmp_path, chain, upstream_api.url, upstream_api, max_body_bytes=64 * 1024
     )
     yield started
     await server.stop()
-    await upstream.aclose()
-    app.close()
+    await app.aclose()
     started.journal.close()
 
 
@@ -320,9 +329,7 @@ class TestNeverChargedForFailures:
         self, tmp_path: Path, chain: Chain, upstream_api: FakeUpstream
     ) -> None:
         """No upstream at all: 502, released, and the client is told it was not charged."""
-        gate, server, app, upstream = await _start_gate(
-            tmp_path, chain, "http://127.0.0.1:9", upstream_api
-        )
+        gate, server, app = await _start_gate(tmp_path, chain, "http://127.0.0.1:9", upstream_api)
         try:
             async with _sdk_client(chain.payer) as client:
                 response = await client.post(
@@ -336,8 +343,8 @@ class TestNeverChargedForFailures:
             assert gate.count(PaymentState.CHARGEABLE) == 0
         finally:
             await server.stop()
-            await upstream.aclose()
-            app.close()
+            await app.aclose()
+            gate.journal.close()
 
     async def test_client_leaving_before_any_token_releases(self, gate: Gate) -> None:
         """A client that disconnects before the first token pays nothing."""
@@ -592,3 +599,18 @@ class TestFreeRoutes:
         assert registration["x402Support"] is True
         assert registration["services"][0]["endpoint"] == f"{gate.url}/v1/chat/completions"
         assert missing.status_code == 404
+
+
+class TestStartUp:
+    async def test_needs_token_and_settlement(self, tmp_path: Path) -> None:
+        """A node config without contract addresses cannot take payments: a clear error."""
+        with pytest.raises(ConfigError, match=r"chain\.token and chain\.settlement"):
+            await open_gate(NodeConfig(path=tmp_path / "node.toml"))
+
+    async def test_domain_read_from_the_chain(self, gate: Gate) -> None:
+        """The 402 names the token's own EIP-712 domain, as the chain reports it."""
+        requirements = await _requirements(gate, _chat(max_tokens=4))
+        token = gate.chain.token
+        assert requirements.extra == {"name": token.name(), "version": token.version()}
+        assert requirements.asset == token.address
+        assert requirements.pay_to == gate.chain.deployment.settlement

@@ -84,15 +84,18 @@ def _receipt_json(record: PaymentRecord) -> dict[str, Any]:
 
 
 class GateApp:
-    """The ASGI app. Call `close()` when the servers using it have stopped."""
+    """The ASGI app. It owns the context's journal and upstream client: call
+    `aclose()` once the servers using it have stopped."""
 
     def __init__(self, ctx: GateContext) -> None:
         self._ctx = ctx
         self._paywall = Paywall(ctx)
 
-    def close(self) -> None:
-        """Finish queued journal writes and stop the writer thread."""
+    async def aclose(self) -> None:
+        """Finish queued journal writes, close the upstream pool and the journal."""
         self._paywall.close()
+        await self._ctx.upstream.aclose()
+        self._ctx.journal.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route one request."""
