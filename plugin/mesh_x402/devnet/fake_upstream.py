@@ -213,17 +213,14 @@ class FakeUpstreamApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body: Any = loads_bounded(bytes(raw)) if raw else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             body = None
-        client = tuple(scope["client"]) if scope.get("client") else None
+        peer = scope.get("client")
+        client = (str(peer[0]), int(peer[1])) if peer else None
         if client is not None:
-            self.connections.add((str(client[0]), int(client[1])))
+            self.connections.add(client)
         record = RecordedRequest(
-            method=scope["method"],
-            path=scope["path"],
-            headers=headers,
-            body=body,
-            client=(str(client[0]), int(client[1])) if client else None,
+            method=scope["method"], path=scope["path"], headers=headers, body=body, client=client
         )
         record.request_id = headers.get("x-request-id") or (
             f"req-{int(time.time() * 1000)}-{next(self._ids)}"
