@@ -341,6 +341,7 @@ class SseUsageTap:
 
     def _scan(self, out: bytearray) -> None:
         buffer = self._buffer
+        start = 0  # where the current event begins; bytes before it are settled
         pos = self._line_start
         while pos < len(buffer):
             if self._skip_lf:
@@ -371,9 +372,12 @@ class SseUsageTap:
             dropped = self._has_field and self._finish_event()
             self._last_dropped = dropped
             if not dropped:
-                out += buffer[:pos]
-            del buffer[:pos]
-            pos = self._line_start = self._clean_upto = 0
+                out += buffer[start:pos]
+            start = pos
+        # Trim settled events once per read, not once per event.
+        del buffer[:start]
+        self._line_start -= start
+        self._clean_upto = max(self._clean_upto - start, 0)
 
     def _read_line(self, line: bytes) -> None:
         name, sep, value = line.partition(b":")
