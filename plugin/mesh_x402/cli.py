@@ -4,8 +4,8 @@ Each subcommand lives in its own module under `mesh_x402.commands` and
 exposes `register(subparsers)`; the module is imported only when its command
 runs, so `serve` starts without paying for web3 or the chain layer.
 
-Exit codes: 0 success, 1 the command failed, 2 bad input (flags, config,
-key file) with a one-line reason on stderr.
+Exit codes: 0 success, 1 the command failed (e.g. a chain error), 2 bad input
+(flags, config, key file) with a one-line reason on stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from mesh_x402 import __version__
-from mesh_x402.errors import PluginError
+from mesh_x402.errors import ChainError, PluginError
 
 __all__ = ["COMMANDS", "main"]
 
@@ -25,6 +25,10 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "init": ("init", "create a node folder: node.toml and a fresh EVM key"),
     "serve": ("serve", "run the plugin (under mesh-llm, or standalone on the gateway port)"),
+    "deploy": ("deploy", "deploy the mesh's contracts and write deployment.json"),
+    "register": ("register", "register this node as an ERC-8004 agent (idempotent)"),
+    "status": ("status", "show this node's agent, wallet, peer id binding and balances"),
+    "withdraw": ("withdraw", "pay this node's credited balance to its agentWallet"),
 }
 
 
@@ -59,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser(command).parse_args(args_list)
     try:
         code = _load(args.command).run(args)
+    except ChainError as exc:  # the chain failed, the input was fine
+        print(f"mesh-x402 {args.command}: {exc}", file=sys.stderr)
+        code = 1
     except PluginError as exc:
         print(f"mesh-x402 {args.command}: {exc}", file=sys.stderr)
         code = 2

@@ -1,4 +1,4 @@
-"""`mesh-x402 init --dir DIR`: create a node folder.
+"""`mesh-x402 init --dir DIR [--deployment deployment.json] [--rpc URL]`: create a node folder.
 
 Writes a commented `node.toml` and a fresh EVM key file (mode 0600), never
 overwriting either, then prints the node's address and the `[[plugin]]`
@@ -32,6 +32,10 @@ _CHAIN_KEYS: Final = ("rpc", "chain_id", "token", "settlement", "identity_regist
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", required=True, type=Path, help="the node folder to create")
+    parser.add_argument(
+        "--deployment", type=Path, help="deployment.json from `mesh-x402 deploy`: fills [chain]"
+    )
+    parser.add_argument("--rpc", metavar="URL", help="[chain] rpc: the chain's JSON-RPC URL")
 
 
 def _toml(value: str | int) -> str:
@@ -170,6 +174,19 @@ def plugin_entry(config_path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     folder: Path = args.dir
+    chain: dict[str, str | int] = {}
+    if args.deployment is not None:
+        from mesh_x402.chain.deployment import load_deployment  # noqa: PLC0415 - web3 only here
+
+        deployment = load_deployment(args.deployment)
+        chain.update(
+            chain_id=deployment.chain_id,
+            token=deployment.token,
+            settlement=deployment.settlement,
+            identity_registry=deployment.identity_registry,
+        )
+    if args.rpc is not None:
+        chain["rpc"] = args.rpc
     for name in (CONFIG_FILE, KEY_FILE):
         if (folder / name).exists():
             raise ConfigError(f"{folder / name}: already exists; refusing to overwrite it")
@@ -180,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     key_path = folder / KEY_FILE
     key = create_key_file(key_path)
     try:
-        config_path = write_node_config(folder)
+        config_path = write_node_config(folder, chain)
     except ConfigError:
         # Leave nothing half made: a key without its config is the partial
         # write an operator would have to notice and clean up.
