@@ -267,6 +267,7 @@ class TestNodeLifecycle:
         first = cli("register", "--config", config)
         assert first.returncode == 0, first.stderr
         agent_id = agent_id_of(first.stdout)
+        assert first.stdout.splitlines()[0] == f"registered a new agent: agentId {agent_id}"
         identity = json.loads((state / "identity.json").read_text())
         assert identity == {
             "agentId": agent_id,
@@ -375,10 +376,10 @@ class TestNodeLifecycle:
         assert f"withdrew 500 to {wallet.address}" in done.stdout
         assert TokenBinding(client, addresses["token"]).balance_of(wallet.address) == 500
 
-    def test_changed_peer_id_is_updated_in_place(
+    def test_changed_peer_id_and_uri_are_updated_in_place(
         self, anvil: Anvil, deployment: Path, tmp_path: Path
     ) -> None:
-        """A new peer id updates the metadata and URI of the same agent, not a new agent."""
+        """A new peer id or agent URI updates the same agent, never mints a second one."""
         config = make_node(anvil, deployment, tmp_path)
         first = cli("register", "--config", config, "--peer-id", PEER_ID)
         assert first.returncode == 0, first.stderr
@@ -389,6 +390,14 @@ class TestNodeLifecycle:
         assert second.stdout.splitlines()[0] == f"updated: {PEER_ID_KEY}, agentURI"
         shown = status(config)
         assert shown["peerId"] == {"local": None, "onChain": new_peer}
+
+        uri = "https://node.example/.well-known/agent-registration.json"
+        third = cli("register", "--config", config, "--peer-id", new_peer, "--agent-uri", uri)
+        assert third.returncode == 0, third.stderr
+        assert third.stdout.splitlines()[0] == "updated: agentURI"
+        client, addresses = chain_of(config)
+        registry = IdentityRegistryBinding(client, addresses["registry"])
+        assert registry.token_uri(agent_id_of(first.stdout)) == uri
 
 
 class TestNodeErrors:

@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         metadata[SIGNER_KEY] = to_canonical_address(signer.address)
 
     changes: list[str] = []
+    registered = False
     agent_id = _known_agent(node)
     if agent_id is None:
         first_uri = _registration_uri(args, node, peer_id, None)
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
                 identity_registry=node.registry.address,
             ),
         )
-        changes.append("registered")
+        print(f"registered a new agent: agentId {agent_id}")
+        registered = True
 
     for key, value in metadata.items():
         if node.registry.get_metadata(agent_id, key) != value:
@@ -186,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     registry_id = agent_registry_id(node.client.chain_id, node.registry.address)
     if changes:
         print(f"updated: {', '.join(changes)}")
-    else:
+    elif not registered:
         print(f"already registered: agentId {agent_id} in {registry_id}, nothing to change")
     print(f"agentId {agent_id}")
     print(f"registry {registry_id}")
