@@ -371,6 +371,60 @@ class TestNeverChargedForFailures:
         assert gate.count(PaymentState.CHARGEABLE) == 0
         assert gate.count(PaymentState.ACCEPTED) == 0
 
+    async def test_client_leaving_mid_stream_pays_for_what_it_got(self, gate: Gate) -> None:
+        """Tokens already streamed are charged (estimated, capped), not the quote."""
+        body = _chat("held", stream=True, max_tokens=24)
+        requirements = await _requirements(gate, body)
+        header = encode_header(
+            sign_payment(gate.chain.payer, requirements, gate.chain.domain, now=_now())
+        )
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                "POST",
+                f"{gate.url}/v1/chat/completions",
+                json=body,
+                headers={"PAYMENT-SIGNATURE": header},
+            ) as response,
+        ):
+            receipt_id = _decode(response.headers["payment-response"])["extra"]["receiptId"]
+            seen = ""
+            async for text in response.aiter_text():
+                seen += text
+                if seen.count('"content"') >= 3:  # the role chunk and two content chunks
+                    break
+        await _until(lambda: gate.count(PaymentState.CHARGEABLE) == 1)
+        record = gate.journal.get(receipt_id)
+        assert record is not None
+        assert record.charge is not None
+        assert 0 < record.charge < int(requirements.amount)
+        assert record.completion_tokens is not None
+        assert 0 < record.completion_tokens < 24
+        gate.upstream_api.release()
+
+    async def test_upstream_breaking_mid_stream(self, gate: Gate) -> None:
+        """An upstream that drops the stream after some tokens: the client keeps what it
+        got and pays for that much; the stream ends rather than hanging."""
+        body = _chat(stream=True, max_tokens=24)
+        async with (
+            _sdk_client(gate.chain.payer) as client,
+            client.stream(
+                "POST",
+                f"{gate.url}/v1/chat/completions",
+                json=body,
+                headers={"x-fake-failure": "close_mid_stream"},
+            ) as response,
+        ):
+            receipt_id = _decode(response.headers["payment-response"])["extra"]["receiptId"]
+            text = "".join([chunk async for chunk in response.aiter_text()])
+        assert "[DONE]" not in text
+        record = gate.journal.get(receipt_id)
+        assert record is not None
+        assert record.state is PaymentState.CHARGEABLE
+        quote = gate.quote(body)
+        assert record.charge is not None
+        assert record.charge < quote.amount
+
 
 async def _until(condition: Any) -> None:
     """Poll a condition the server reaches on its own (no timing is asserted)."""
