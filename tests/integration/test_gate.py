@@ -41,7 +41,7 @@ from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.errors import ConfigError
 from mesh_x402.http.app import GateApp
 from mesh_x402.http.gate import open_gate
-from mesh_x402.store.journal import Journal, PaymentState
+from mesh_x402.store.journal import Journal, NewPayment, PaymentState
 from x402 import x402Client
 from x402.http.clients.httpx import x402AsyncTransport
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
@@ -671,3 +671,38 @@ class TestStartUp:
         assert requirements.extra == {"name": token.name(), "version": token.version()}
         assert requirements.asset == token.address
         assert requirements.pay_to == gate.chain.deployment.settlement
+
+    async def test_interrupted_payment_released_on_start(
+        self, tmp_path: Path, chain: Chain, upstream_api: FakeUpstream
+    ) -> None:
+        """A payment a killed process left in flight is released when the gate starts."""
+        journal = Journal.in_state_dir(tmp_path / "state")
+        journal.claim(
+            NewPayment(
+                receipt_id="f" * 32,
+                request_id="killed",
+                payer=chain.payer.address,
+                nonce="0x" + "42" * 32,
+                value=1000,
+                valid_after=0,
+                valid_before=_now() + 300,
+                signature="0x" + "11" * 65,
+                network="eip155:31337",
+                asset=chain.deployment.token,
+                pay_to=chain.deployment.settlement,
+                model="fake-model",
+                x402_version=2,
+            ),
+            spendable=None,
+        )
+        journal.close()
+        gate, server, app = await _start_gate(tmp_path, chain, upstream_api.url, upstream_api)
+        try:
+            async with httpx.AsyncClient() as client:
+                receipt = (await client.get(f"{gate.url}/x402/receipts/{'f' * 32}")).json()
+            assert receipt["state"] == "released"
+            assert receipt["reason"] == "interrupted"
+        finally:
+            await server.stop()
+            await app.aclose()
+            gate.journal.close()

@@ -22,9 +22,12 @@ from mesh_x402.http.app import GateApp, build_app
 from mesh_x402.http.balances import BalanceCache
 from mesh_x402.http.context import GateContext
 from mesh_x402.http.upstream import UpstreamClient
+from mesh_x402.log import Event, get_logger
 from mesh_x402.store.journal import Journal
 
 __all__ = ["open_gate", "read_token_domain"]
+
+_log = get_logger("http")
 
 
 def read_token_domain(token: TokenBinding, chain_id: int) -> TokenDomain:
@@ -36,6 +39,9 @@ async def open_gate(
     config: NodeConfig, *, agent_id: int | None = None, public_url: str | None = None
 ) -> GateApp:
     """Connect to the chain, read the token domain, open journal and upstream; build the app.
+
+    Payments a previous process left `accepted` (killed mid-request) are
+    released first: see `Journal.release_interrupted`.
 
     Args:
         config: the node config (with `[chain] token` and `settlement` set).
@@ -66,6 +72,9 @@ async def open_gate(
 
     token, domain = await asyncio.to_thread(connect)
     journal = Journal.in_state_dir(config.state_path)
+    interrupted = journal.release_interrupted()
+    if interrupted:
+        _log.warning(Event.PAYMENT_RELEASED, reason="interrupted", count=interrupted)
     upstream = UpstreamClient(config.upstream.url, config.upstream.timeout_seconds)
     try:
         return build_app(

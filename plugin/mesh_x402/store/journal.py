@@ -374,6 +374,27 @@ class Journal:
         """Settlement failed for good (e.g. the payer moved the funds first)."""
         self._move(receipt_id, PaymentState.FAILED, ", reason = ?, tx = ?", (reason, transaction))
 
+    def release_interrupted(self, *, reason: str = "interrupted") -> int:
+        """Release every payment still `accepted`; call once at start-up, before serving.
+
+        A payment is `accepted` only while its request is in flight, so at
+        start-up such a row was cut off by a crash (mesh-llm SIGKILLs a plugin
+        that fails a health check). Whether its answer reached the client is
+        unknown, and the usage to price it is lost with the process, so the
+        payer is given the benefit of the doubt: released, never settled.
+
+        Returns:
+            How many payments were released.
+        """
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "UPDATE payments SET state = 'released', reason = ?, updated_at = ? "
+                    "WHERE state = 'accepted'",
+                    (reason, self._clock()),
+                ).rowcount
+            )
+
     def get(self, receipt_id: str) -> PaymentRecord | None:
         """The payment with this receipt id, or None."""
         with self._lock:

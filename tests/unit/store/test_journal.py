@@ -174,6 +174,25 @@ class TestDurability:
         assert second.schema_version == 1
         second.close()
 
+    def test_interrupted_payments_released_at_start(self, tmp_path: Path) -> None:
+        """A process killed mid-request leaves `accepted` rows; the next start releases
+        them (never settled) and leaves every other state alone."""
+        first = Journal.in_state_dir(tmp_path)
+        first.claim(make_new_payment(1), spendable=None)
+        first.claim(make_new_payment(2), spendable=None)
+        first.mark_chargeable("r2", charge=10, prompt_tokens=1, completion_tokens=1)
+        first.close()
+        second = Journal.in_state_dir(tmp_path)
+        assert second.release_interrupted() == 1
+        r1, r2 = second.get("r1"), second.get("r2")
+        assert r1 is not None
+        assert r2 is not None
+        assert (r1.state, r1.reason) == (PaymentState.RELEASED, "interrupted")
+        assert r2.state is PaymentState.CHARGEABLE
+        assert second.unsettled_exposure(PAYER) == 100
+        assert second.release_interrupted() == 0
+        second.close()
+
     def test_wal_and_full_sync(self, journal: Journal) -> None:
         """The file is in WAL mode with fsync on every commit."""
         db = sqlite3.connect(journal.path)
