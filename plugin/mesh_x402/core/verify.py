@@ -33,6 +33,7 @@ from mesh_x402.core.ports import TokenDomain
 from mesh_x402.core.requirements import SCHEME, v1_network
 
 __all__ = [
+    "KEYS",
     "MIN_VALIDITY_SECONDS",
     "SECP256K1_HALF_N",
     "TRANSFER_WITH_AUTHORIZATION_TYPEHASH",
@@ -44,6 +45,7 @@ __all__ = [
     "verify_payment",
 ]
 
+# Pinned to libsecp256k1: never the pure-Python fallback (~50x slower).
 KEYS: Final = KeyAPI(CoinCurveECCBackend())
 MIN_VALIDITY_SECONDS: Final = 6
 SECP256K1_HALF_N: Final = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0

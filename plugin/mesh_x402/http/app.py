@@ -109,7 +109,7 @@ class GateApp:
                 return
             await self._paywall.serve(scope, receive, send, path)
             return
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             known = path == "/v1/models" or path.startswith(("/x402/", "/.well-known/"))
             if known:
                 await self._method_not_allowed(send, "GET")
