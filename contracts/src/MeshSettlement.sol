@@ -96,21 +96,36 @@ contract MeshSettlement {
     error Reentrancy();
     error AgentWalletUnset(uint256 agentId);
     error TokenTransferFailed(address to, uint256 amount);
+    /// @notice The items' ABI encoding is broken (not a bad item: no encoder produces it).
+    error MalformedItems();
+
+    // Byte offsets of an Item's fields in its ABI encoding (calldata). The Payment struct is
+    // static, so it sits inline at the start; `credits` is an offset from the item's start.
+    uint256 private constant FROM = 0x00;
+    uint256 private constant VALUE = 0x20;
+    uint256 private constant VALID_AFTER = 0x40;
+    uint256 private constant VALID_BEFORE = 0x60;
+    uint256 private constant NONCE = 0x80;
+    uint256 private constant SIG_V = 0xa0;
+    uint256 private constant SIG_R = 0xc0;
+    uint256 private constant SIG_S = 0xe0;
+    uint256 private constant ENTRY = 0x100;
+    uint256 private constant RECEIPT = 0x120;
+    uint256 private constant CREDITS = 0x140;
+    uint256 private constant REFUND = 0x160;
 
     /// @dev Working state of one settle call, kept in memory so that storage is written once
-    ///      per agent and once in total, not once per item.
+    ///      per agent and once in total, not once per item. The tables are raw memory
+    ///      regions of (key, value) word pairs, allocated once for the whole batch.
     struct Batch {
-        uint256[] agentIds; // agents known to exist, in first-seen order
-        uint256[] credited; // pending credit per agentIds entry
+        uint256 agentTable; // (agentId, pending credit): agents known to exist
         uint256 agents;
-        uint256[] entryIds; // entry agents already checked against msg.sender
-        uint8[] entryStatus;
+        uint256 entryTable; // (entryAgentId, status): entry agents checked against msg.sender
         uint256 entries;
-        address[] payers; // pending refunds; consecutive items of one payer share an entry
-        uint256[] refunds;
+        uint256 refundTable; // (payer, pending refund); consecutive items of a payer share one
         uint256 payees;
         uint256 owed; // liabilities + credits and refunds booked in this batch
-        bytes32 domainSeparator; // token's, read once when first needed
+        bytes32 domainSeparator; // the token's, read once when first needed
     }
 
     modifier nonReentrant() {
@@ -138,12 +153,15 @@ contract MeshSettlement {
         uint256 n = items.length;
         statuses = new uint8[](n);
         Batch memory b = _newBatch(items);
-        for (uint256 i; i < n; ++i) {
-            Item calldata item = items[i];
+        for (uint256 i; i < n; i = _inc(i)) {
+            uint256 item;
+            assembly ("memory-safe") {
+                item := add(items.offset, calldataload(add(items.offset, shl(5, i))))
+            }
             uint8 status = _settleItem(item, b);
             if (status != SETTLED) {
                 statuses[i] = status;
-                emit ItemRejected(i, item.receiptHash, status);
+                emit ItemRejected(i, bytes32(_word(item, RECEIPT)), status);
             }
         }
         _finish(b);
@@ -163,64 +181,79 @@ contract MeshSettlement {
     }
 
     // ---------------------------------------------------------------- one item
+    //
+    // Items are read from calldata by offset (see FROM .. REFUND) instead of through
+    // Solidity's struct accessors: this loop runs once per payment and the accessors'
+    // re-validation cost about as much as the rest of the bookkeeping together. A malformed
+    // encoding reads as zeros or garbage, which fails the checks below like any bad item.
 
-    function _settleItem(Item calldata item, Batch memory b) private returns (uint8) {
-        Payment calldata p = item.payment;
-        address from = p.from;
-        bytes32 nonce = p.nonce;
+    function _settleItem(uint256 item, Batch memory b) private returns (uint8 status) {
+        uint256 fromWord = _word(item, FROM);
+        // A dirty address or v would make the token's own decoder revert; say so up front.
+        if (fromWord >> 160 != 0 || _word(item, SIG_V) >> 8 != 0) return AUTHORIZATION_FAILED;
+        address from = address(uint160(fromWord));
+        bytes32 nonce = bytes32(_word(item, NONCE));
         if (_settled[from][nonce]) return ALREADY_SETTLED;
 
-        uint256 value = p.value;
-        uint256 refund = item.refund;
-        Credit[] calldata credits = item.credits;
-        if (!_splitMatches(credits, value, refund)) return BAD_SPLIT;
-        uint8 status = _checkEntry(item.entryAgentId, b);
+        status = _checkEntry(_word(item, ENTRY), b);
         if (status != SETTLED) return status;
-        for (uint256 j; j < credits.length; ++j) {
-            if (_agentIndex(credits[j].agentId, b) == type(uint256).max) return UNKNOWN_AGENT;
-        }
+        uint256 value = _word(item, VALUE);
+        uint256 refund = _word(item, REFUND);
+        (uint256 credits, uint256 count) = _credits(item);
+        status = _checkCredits(credits, count, value, refund, b);
+        if (status != SETTLED) return status;
 
         // Effects before the token call: the marker is what makes a second credit impossible.
         _settled[from][nonce] = true;
-        if (!_pull(p)) {
-            status = _checkPreExecuted(p, b);
+        if (!_pull(item)) {
+            status = _checkPreExecuted(item, from, nonce, value, b);
             if (status != SETTLED) {
                 _settled[from][nonce] = false;
                 return status;
             }
         }
-
-        for (uint256 j; j < credits.length; ++j) {
-            b.credited[_agentIndex(credits[j].agentId, b)] += credits[j].amount;
-        }
+        _bookCredits(credits, count, b);
         if (refund != 0) _bookRefund(from, refund, b);
-        b.owed += value;
-        emit PaymentSettled(item.receiptHash, from, refund, credits);
-        return SETTLED;
+        unchecked {
+            // Bounded by tokens that really arrived: value was pulled or found as surplus.
+            b.owed += value;
+        }
+        _emitSettled(item, from, refund, credits, count);
     }
 
-    // sum(credits) + refund == value, computed by subtraction so no input can overflow.
-    function _splitMatches(Credit[] calldata credits, uint256 value, uint256 refund) private pure returns (bool) {
-        if (refund > value) return false;
-        uint256 rest = value - refund;
-        for (uint256 j; j < credits.length; ++j) {
-            uint256 amount = credits[j].amount;
-            if (amount > rest) return false;
-            rest -= amount;
+    /// @dev sum(credits) + refund == value, computed by subtraction so no input can overflow,
+    ///      and every credited agent exists. The first failing credit decides the status.
+    function _checkCredits(uint256 credits, uint256 count, uint256 value, uint256 refund, Batch memory b)
+        private
+        view
+        returns (uint8)
+    {
+        if (refund > value) return BAD_SPLIT;
+        uint256 rest;
+        unchecked {
+            rest = value - refund;
         }
-        return rest == 0;
+        for (uint256 j; j < count; j = _inc(j)) {
+            (uint256 agentId, uint256 amount) = _credit(credits, j);
+            if (amount > rest) return BAD_SPLIT;
+            unchecked {
+                rest -= amount;
+            }
+            if (_agentEntry(agentId, b) == 0) return UNKNOWN_AGENT;
+        }
+        return rest == 0 ? SETTLED : BAD_SPLIT;
     }
 
     /// @dev Executes transferWithAuthorization(from, this, ...) without reverting; the
-    ///      payment's calldata already holds the remaining arguments in the token's order.
-    function _pull(Payment calldata p) private returns (bool ok) {
+    ///      item's calldata already holds the remaining arguments in the token's order.
+    function _pull(uint256 item) private returns (bool ok) {
         address t = address(token);
         assembly ("memory-safe") {
             let m := mload(0x40)
             mstore(m, shl(224, 0xe3ee160e))
-            mstore(add(m, 0x04), calldataload(p)) // from
+            mstore(add(m, 0x04), calldataload(item)) // from
             mstore(add(m, 0x24), address()) // to
-            calldatacopy(add(m, 0x44), add(p, 0x20), 0xe0) // value .. s
+            calldatacopy(add(m, 0x44), add(item, VALUE), 0xe0) // value .. s
             ok := call(gas(), t, 0, m, 0x124, 0, 0)
         }
     }
@@ -230,31 +263,108 @@ contract MeshSettlement {
     ///      of a transfer to us, and the contract really holds that much unaccounted money:
     ///      a used nonce alone proves nothing, as the payer may have signed another
     ///      authorization (other payee, other value) with the same nonce, or canceled it.
-    function _checkPreExecuted(Payment calldata p, Batch memory b) private view returns (uint8) {
-        if (!token.authorizationState(p.from, p.nonce)) return AUTHORIZATION_FAILED;
+    function _checkPreExecuted(uint256 item, address from, bytes32 nonce, uint256 value, Batch memory b)
+        private
+        view
+        returns (uint8)
+    {
+        if (!token.authorizationState(from, nonce)) return AUTHORIZATION_FAILED;
         if (b.domainSeparator == bytes32(0)) b.domainSeparator = token.DOMAIN_SEPARATOR();
-        bytes32 digest = keccak256(
-            abi.encodePacked(
-                hex"1901",
-                b.domainSeparator,
-                keccak256(
-                    abi.encode(
-                        TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-                        p.from,
-                        address(this),
-                        p.value,
-                        p.validAfter,
-                        p.validBefore,
-                        p.nonce
-                    )
-                )
+        bytes32 structHash = keccak256(
+            abi.encode(
+                TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+                from,
+                address(this),
+                value,
+                _word(item, VALID_AFTER),
+                _word(item, VALID_BEFORE),
+                nonce
             )
         );
-        (address signer, Ecdsa.Error err) = Ecdsa.tryRecover(digest, p.v, p.r, p.s);
-        if (err != Ecdsa.Error.None || signer != p.from) return AUTHORIZATION_FAILED;
+        bytes32 digest = keccak256(abi.encodePacked(hex"1901", b.domainSeparator, structHash));
+        (address signer, Ecdsa.Error err) = Ecdsa.tryRecover(
+            digest, uint8(_word(item, SIG_V)), bytes32(_word(item, SIG_R)), bytes32(_word(item, SIG_S))
+        );
+        if (err != Ecdsa.Error.None || signer != from) return AUTHORIZATION_FAILED;
         uint256 held = token.balanceOf(address(this));
-        if (held < b.owed || held - b.owed < p.value) return NOT_FUNDED;
+        if (held < b.owed || held - b.owed < value) return NOT_FUNDED;
         return SETTLED;
+    }
+
+    function _bookCredits(uint256 credits, uint256 count, Batch memory b) private view {
+        for (uint256 j; j < count; j = _inc(j)) {
+            (uint256 agentId, uint256 amount) = _credit(credits, j);
+            uint256 entry = _agentEntry(agentId, b); // known now: no registry call
+            assembly ("memory-safe") {
+                // Cannot overflow: the sum is bounded by tokens the contract received.
+                mstore(add(entry, 0x20), add(mload(add(entry, 0x20)), amount))
+            }
+        }
+    }
+
+    function _bookRefund(address payer, uint256 amount, Batch memory b) private pure {
+        uint256 payees = b.payees;
+        uint256 next;
+        uint256 last;
+        unchecked {
+            next = b.refundTable + payees * 0x40; // inside the table allocated for the batch
+            last = next - 0x40;
+        }
+        if (payees != 0) {
+            (uint256 lastPayer, uint256 pending) = _pair(last);
+            if (lastPayer == uint160(payer)) {
+                assembly ("memory-safe") {
+                    mstore(add(last, 0x20), add(pending, amount)) // bounded like the credits
+                }
+                return;
+            }
+        }
+        assembly ("memory-safe") {
+            mstore(next, payer)
+            mstore(add(next, 0x20), amount)
+        }
+        unchecked {
+            b.payees = payees + 1;
+        }
+    }
+
+    /// @dev PaymentSettled(receiptHash, payer, refund, credits), the credits copied from calldata.
+    function _emitSettled(uint256 item, address from, uint256 refund, uint256 credits, uint256 count) private {
+        bytes32 topic = PaymentSettled.selector;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, refund)
+            mstore(add(m, 0x20), 0x40) // offset of the credits array
+            mstore(add(m, 0x40), count)
+            let size := shl(6, count)
+            calldatacopy(add(m, 0x60), credits, size)
+            log3(m, add(0x60, size), topic, calldataload(add(item, RECEIPT)), from)
+        }
+    }
+
+    // ---------------------------------------------------------------- calldata reads
+
+    function _word(uint256 item, uint256 offset) private pure returns (uint256 word) {
+        assembly ("memory-safe") {
+            word := calldataload(add(item, offset))
+        }
+    }
+
+    /// @dev Where the item's (agentId, amount) pairs start, and how many there are.
+    function _credits(uint256 item) private pure returns (uint256 credits, uint256 count) {
+        assembly ("memory-safe") {
+            let array := add(item, calldataload(add(item, CREDITS)))
+            count := calldataload(array)
+            credits := add(array, 0x20)
+        }
+    }
+
+    function _credit(uint256 credits, uint256 j) private pure returns (uint256 agentId, uint256 amount) {
+        assembly ("memory-safe") {
+            let pair := add(credits, shl(6, j))
+            agentId := calldataload(pair)
+            amount := calldataload(add(pair, 0x20))
+        }
     }
 
     // ---------------------------------------------------------------- per-batch caches
@@ -263,23 +373,48 @@ contract MeshSettlement {
         uint256 n = items.length;
         uint256 creditCount;
         for (uint256 i; i < n; ++i) {
-            creditCount += items[i].credits.length;
+            uint256 item;
+            assembly ("memory-safe") {
+                item := add(items.offset, calldataload(add(items.offset, shl(5, i))))
+            }
+            (, uint256 count) = _credits(item);
+            // Each credit takes 64 bytes of calldata: a larger count is a broken encoding, and
+            // the tables below are sized from these counts, so refuse it before allocating.
+            if (count > msg.data.length / 0x40) revert MalformedItems();
+            creditCount += count;
         }
-        b.agentIds = new uint256[](creditCount);
-        b.credited = new uint256[](creditCount);
-        b.entryIds = new uint256[](n);
-        b.entryStatus = new uint8[](n);
-        b.payers = new address[](n);
-        b.refunds = new uint256[](n);
+        b.agentTable = _allocPairs(creditCount);
+        b.entryTable = _allocPairs(n);
+        b.refundTable = _allocPairs(n);
         b.owed = liabilities;
+    }
+
+    function _allocPairs(uint256 pairs) private pure returns (uint256 table) {
+        uint256 size = pairs * 0x40; // checked
+        assembly ("memory-safe") {
+            table := mload(0x40)
+            mstore(0x40, add(table, size))
+        }
     }
 
     /// @dev SETTLED when msg.sender is entryAgentId's agentWallet or its "mesh-llm.signer"
     ///      address; UNKNOWN_AGENT when no such agent; NOT_ENTRY_SIGNER otherwise.
     function _checkEntry(uint256 entryAgentId, Batch memory b) private view returns (uint8 status) {
-        for (uint256 k; k < b.entries; ++k) {
-            if (b.entryIds[k] == entryAgentId) return b.entryStatus[k];
+        uint256 table = b.entryTable;
+        uint256 entries = b.entries;
+        uint256 end;
+        bool found;
+        assembly ("memory-safe") {
+            end := add(table, shl(6, entries))
+            for { let entry := table } lt(entry, end) { entry := add(entry, 0x40) } {
+                if eq(mload(entry), entryAgentId) {
+                    status := mload(add(entry, 0x20))
+                    found := 1
+                    break
+                }
+            }
         }
+        if (found) return status;
         status = NOT_ENTRY_SIGNER;
         try identityRegistry.getAgentWallet(entryAgentId) returns (address wallet) {
             if (wallet == msg.sender) {
@@ -291,36 +426,37 @@ contract MeshSettlement {
         } catch {
             status = UNKNOWN_AGENT;
         }
-        b.entryIds[b.entries] = entryAgentId;
-        b.entryStatus[b.entries] = status;
-        ++b.entries;
+        assembly ("memory-safe") {
+            mstore(end, entryAgentId)
+            mstore(add(end, 0x20), status)
+        }
+        unchecked {
+            ++b.entries; // at most one per item
+        }
     }
 
-    /// @dev Index of agentId in the batch's agent list (asking the registry the first time),
-    ///      or type(uint256).max when the registry does not know it. 0 is a valid agentId.
-    function _agentIndex(uint256 agentId, Batch memory b) private view returns (uint256) {
-        uint256 count = b.agents;
-        uint256[] memory ids = b.agentIds;
-        for (uint256 k; k < count; ++k) {
-            if (ids[k] == agentId) return k;
+    /// @dev Memory address of agentId's (id, pending credit) pair, asking the registry the
+    ///      first time; 0 when the registry does not know the agent. 0 is a valid agentId.
+    function _agentEntry(uint256 agentId, Batch memory b) private view returns (uint256 entry) {
+        uint256 table = b.agentTable;
+        uint256 agents = b.agents;
+        uint256 end;
+        assembly ("memory-safe") {
+            end := add(table, shl(6, agents))
+            for { entry := table } lt(entry, end) { entry := add(entry, 0x40) } {
+                if eq(mload(entry), agentId) { break }
+            }
         }
+        if (entry < end) return entry;
         try identityRegistry.ownerOf(agentId) returns (address) {
-            ids[count] = agentId;
-            b.agents = count + 1;
-            return count;
+            assembly ("memory-safe") {
+                mstore(end, agentId)
+                mstore(add(end, 0x20), 0)
+            }
+            b.agents = agents + 1;
+            return end;
         } catch {
-            return type(uint256).max;
-        }
-    }
-
-    function _bookRefund(address payer, uint256 amount, Batch memory b) private pure {
-        uint256 last = b.payees;
-        if (last != 0 && b.payers[last - 1] == payer) {
-            b.refunds[last - 1] += amount;
-        } else {
-            b.payers[last] = payer;
-            b.refunds[last] = amount;
-            b.payees = last + 1;
+            return 0;
         }
     }
 
@@ -328,16 +464,32 @@ contract MeshSettlement {
     ///      (interactions last).
     function _finish(Batch memory b) private {
         uint256 total;
-        for (uint256 k; k < b.agents; ++k) {
-            uint256 amount = b.credited[k];
+        uint256 end = b.agentTable + b.agents * 0x40;
+        for (uint256 entry = b.agentTable; entry < end; entry += 0x40) {
+            (uint256 agentId, uint256 amount) = _pair(entry);
             if (amount != 0) {
-                balanceOf[b.agentIds[k]] += amount;
+                balanceOf[agentId] += amount;
                 total += amount;
             }
         }
         if (total != 0) liabilities += total;
-        for (uint256 k; k < b.payees; ++k) {
-            _pay(b.payers[k], b.refunds[k]);
+        end = b.refundTable + b.payees * 0x40;
+        for (uint256 entry = b.refundTable; entry < end; entry += 0x40) {
+            (uint256 payer, uint256 amount) = _pair(entry);
+            _pay(address(uint160(payer)), amount);
+        }
+    }
+
+    function _inc(uint256 j) private pure returns (uint256) {
+        unchecked {
+            return j + 1; // loop counters are bounded by calldata or memory sizes
+        }
+    }
+
+    function _pair(uint256 entry) private pure returns (uint256 key, uint256 value) {
+        assembly ("memory-safe") {
+            key := mload(entry)
+            value := mload(add(entry, 0x20))
         }
     }
 

@@ -20,6 +20,7 @@ from contract_kit import (
     make_authorization,
     make_item,
     make_payment,
+    revert_of,
     revert_reason,
     sign_authorization,
     sign_cancel,
@@ -471,3 +472,38 @@ def _creation_code() -> str:
     from mesh_x402.chain.artifacts import load_artifact
 
     return load_artifact("MeshSettlement").bytecode
+
+
+class TestEncoding:
+    """settle reads items from calldata by offset; broken encodings must not go unnoticed."""
+
+    # selector, items offset, items length, item 0 offset, then the item's 12 head words
+    CREDITS_LENGTH_AT = 4 + 32 * 15
+    FROM_AT = 4 + 32 * 3
+
+    def _raw_call(self, world: World, items: list[tuple], patch_at: int, word: int) -> str:
+        call = world.chain.settlement.functions.settle(items)
+        data = bytearray(bytes.fromhex(call._encode_transaction_data()[2:]))
+        data[patch_at : patch_at + 32] = word.to_bytes(32, "big")
+        tx = {
+            "from": world.node,
+            "to": world.chain.settlement.address,
+            "data": bytes(data),
+            "gas": 5_000_000,
+        }
+        return revert_of(lambda: world.chain.w3.eth.call(tx))
+
+    def test_absurd_credit_count_reverts(self, world: World) -> None:
+        item = make_item(make_payment(world.chain, world.payer), world.entry)
+        reason = self._raw_call(world, [item], self.CREDITS_LENGTH_AT, 2**200)
+        assert reason == custom_error("MalformedItems()")
+
+    def test_dirty_payer_address_is_refused(self, world: World) -> None:
+        payment = make_payment(world.chain, world.payer)
+        call = world.chain.settlement.functions.settle([make_item(payment, world.entry)])
+        data = bytearray(bytes.fromhex(call._encode_transaction_data()[2:]))
+        data[self.FROM_AT] = 0xFF  # a high byte of the 32-byte word holding `from`
+        tx = {"from": world.node, "to": world.chain.settlement.address, "data": bytes(data)}
+        raw = world.chain.w3.eth.call(tx)
+        statuses = world.chain.w3.codec.decode(["uint8[]"], raw)[0]
+        assert list(statuses) == [AUTHORIZATION_FAILED]
