@@ -116,6 +116,15 @@ def _reason(exc: BaseException, abi: Sequence[Mapping[str, Any]] = ()) -> str:
     return str(message).removeprefix("execution reverted: ").strip() or "no reason given"
 
 
+def _rpc_message(exc: Web3RPCError) -> str:
+    """The node's own error message, not web3's rendering of the whole response."""
+    response = exc.rpc_response or {}
+    error = response.get("error") if isinstance(response, Mapping) else None
+    if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return str(exc.message)
+
+
 class ChainClient:
     """A connected chain: reads, local-key transactions and confirmation waits.
 
@@ -200,7 +209,7 @@ class ChainClient:
             reason = _reason(exc, [*abi, *self.known_errors])
             raise TransactionReverted(f"{what} reverted: {reason}") from None
         except Web3RPCError as exc:
-            raise ChainError(f"{what}: rpc {self.label} refused: {_reason(exc)}") from None
+            raise ChainError(f"{what}: rpc {self.label} refused: {_rpc_message(exc)}") from None
         except (Web3Exception, requests.exceptions.RequestException, ValueError) as exc:
             raise ChainError(f"{what} failed: {exc}") from None
 
@@ -283,6 +292,13 @@ class ChainClient:
             RpcUnavailable / ChainError: the node failed or the wait timed out.
         """
         sender = account.address
+        # An empty account fails gas estimation with a node-specific riddle
+        # ("gas required exceeds allowance: 0"); say what is wrong instead.
+        balance = self.run("eth_getBalance", lambda: int(self.w3.eth.get_balance(sender)))
+        if balance == 0:
+            raise ChainError(
+                f"{what}: account {sender} has no ether on chain {self.chain_id} to pay gas"
+            )
         with self._nonce_lock:
             abi = fn.contract_abi if isinstance(fn, ContractFunction) else fn.abi
             with self._translated(what, abi):

@@ -100,6 +100,16 @@ class TestTransact:
             client.transact(funded, factory.constructor(), "deploy broken")
         assert client.w3.eth.get_transaction_count(funded.address) == before
 
+    def test_empty_account_is_named(self, client: ChainClient) -> None:
+        """A key without ether gets a plain message, not the node's gas riddle."""
+        empty = Account.create()
+        factory = client.w3.eth.contract(abi=[], bytecode=DEPLOYS_STOP)
+        with pytest.raises(ChainError) as info:
+            client.transact(empty, factory.constructor(), "deploy")
+        assert str(info.value) == (
+            f"deploy: account {empty.address} has no ether on chain {client.chain_id} to pay gas"
+        )
+
     def test_confirmations_counted(self, funded: LocalAccount) -> None:
         """With 2 confirmations the wait returns once a block sits on top of the receipt's."""
         w3 = Web3(EthereumTesterProvider())
