@@ -493,7 +493,22 @@ contract MeshSettlement {
         }
     }
 
+    /// @dev token.transfer(to, amount), accepting a `true` or an empty answer (ERC-20 style);
+    ///      hand-encoded because it runs once per refunded payer in every batch.
     function _pay(address to, uint256 amount) private {
-        if (!token.transfer(to, amount)) revert TokenTransferFailed(to, amount);
+        address t = address(token);
+        bool ok;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, shl(224, 0xa9059cbb))
+            mstore(add(m, 0x04), to)
+            mstore(add(m, 0x24), amount)
+            ok := call(gas(), t, 0, m, 0x44, 0, 0x20)
+            if ok {
+                // Tokens that return nothing are accepted; one that answers must say true.
+                if returndatasize() { ok := and(gt(returndatasize(), 0x1f), eq(mload(0), 1)) }
+            }
+        }
+        if (!ok) revert TokenTransferFailed(to, amount);
     }
 }
