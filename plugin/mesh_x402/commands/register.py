@@ -21,6 +21,7 @@ that are missing, so running it twice changes nothing the second time:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -47,7 +48,7 @@ from mesh_x402.commands._chain import (
 from mesh_x402.errors import ChainError, ConfigError
 from mesh_x402.state import IDENTITY_FILE, IdentityState, load_identity, save_identity
 
-__all__ = ["configure", "run"]
+__all__ = ["Registration", "configure", "ensure_registered", "run"]
 
 # The registry accepts a wallet proof whose deadline is at most 5 minutes ahead of
 # the block that includes it; 2 minutes leaves room for a slow inclusion either way.
@@ -84,12 +85,16 @@ def _peer_id(args: argparse.Namespace, node: NodeChain) -> bytes:
 
 
 def _registration_uri(
-    args: argparse.Namespace, node: NodeChain, peer_id: bytes, agent_id: int | None
+    node: NodeChain,
+    peer_id: bytes,
+    agent_id: int | None,
+    agent_uri: str | None,
+    endpoint_url: str | None,
 ) -> str:
-    if args.agent_uri:
-        return str(args.agent_uri)
+    if agent_uri:
+        return agent_uri
     try:
-        endpoints = gateway_endpoints(node.config.gateway.listen, args.endpoint_url)
+        endpoints = gateway_endpoints(node.config.gateway.listen, endpoint_url)
     except ValueError as exc:
         raise ConfigError(f"{node.config.path}: {exc} (--endpoint-url)") from None
     registration = build_registration(
@@ -130,24 +135,48 @@ def _known_agent(node: NodeChain) -> int | None:
     return identity.agent_id
 
 
-def run(args: argparse.Namespace) -> int:
-    quiet_logs()
-    wallet: LocalAccount | None = None
-    if args.wallet_key_file is not None or args.wallet_key_env is not None:
-        wallet = account_from_args(args.wallet_key_file, args.wallet_key_env)
-    node = connect_node(args.config)
+@dataclass(frozen=True)
+class Registration:
+    """What `ensure_registered` found or did."""
+
+    agent_id: int
+    new: bool
+    changes: tuple[str, ...]
+    wallet: str
+
+
+def ensure_registered(
+    node: NodeChain,
+    *,
+    peer_id: bytes,
+    wallet: LocalAccount | None = None,
+    agent_uri: str | None = None,
+    endpoint_url: str | None = None,
+) -> Registration:
+    """Bring the node's agent to the desired state, sending only missing transactions.
+
+    Args:
+        node: the connected node (its key owns the agent and pays gas).
+        peer_id: the node's 32-byte mesh-llm peer id.
+        wallet: the payout wallet's key, when it is not the node key.
+        agent_uri: the agentURI to set; the registration data: URI when None.
+        endpoint_url: public base URL of the gateway, for the registration file.
+
+    Raises:
+        ConfigError: the registration file cannot be built (unreachable gateway address).
+        ChainError: the recorded agent is gone or not ours, or a transaction failed.
+    """
     signer = node.account
     payout = wallet or signer
-    peer_id = _peer_id(args, node)
     metadata = {PEER_ID_KEY: peer_id}
     if payout.address != signer.address:
         metadata[SIGNER_KEY] = to_canonical_address(signer.address)
 
     changes: list[str] = []
-    registered = False
     agent_id = _known_agent(node)
+    new = agent_id is None
     if agent_id is None:
-        first_uri = _registration_uri(args, node, peer_id, None)
+        first_uri = _registration_uri(node, peer_id, None, agent_uri, endpoint_url)
         agent_id, _ = node.registry.register(signer, first_uri, metadata)
         # Recorded at once: a failure below must not lead to a second agent next run.
         save_identity(
@@ -158,15 +187,13 @@ def run(args: argparse.Namespace) -> int:
                 identity_registry=node.registry.address,
             ),
         )
-        print(f"registered a new agent: agentId {agent_id}")
-        registered = True
 
     for key, value in metadata.items():
         if node.registry.get_metadata(agent_id, key) != value:
             node.registry.set_metadata(signer, agent_id, key, value)
             changes.append(key)
 
-    uri = _registration_uri(args, node, peer_id, agent_id)
+    uri = _registration_uri(node, peer_id, agent_id, agent_uri, endpoint_url)
     if node.registry.token_uri(agent_id) != uri:
         node.registry.set_agent_uri(signer, agent_id, uri)
         changes.append("agentURI")
@@ -184,14 +211,32 @@ def run(args: argparse.Namespace) -> int:
         )
         node.registry.set_agent_wallet(signer, agent_id, payout.address, deadline, proof)
         changes.append("agentWallet")
+    return Registration(agent_id=agent_id, new=new, changes=tuple(changes), wallet=payout.address)
 
+
+def run(args: argparse.Namespace) -> int:
+    quiet_logs()
+    wallet: LocalAccount | None = None
+    if args.wallet_key_file is not None or args.wallet_key_env is not None:
+        wallet = account_from_args(args.wallet_key_file, args.wallet_key_env)
+    node = connect_node(args.config)
+    peer_id = _peer_id(args, node)
+    result = ensure_registered(
+        node,
+        peer_id=peer_id,
+        wallet=wallet,
+        agent_uri=args.agent_uri,
+        endpoint_url=args.endpoint_url,
+    )
     registry_id = agent_registry_id(node.client.chain_id, node.registry.address)
-    if changes:
-        print(f"updated: {', '.join(changes)}")
-    elif not registered:
-        print(f"already registered: agentId {agent_id} in {registry_id}, nothing to change")
-    print(f"agentId {agent_id}")
+    if result.new:
+        print(f"registered a new agent: agentId {result.agent_id}")
+    if result.changes:
+        print(f"updated: {', '.join(result.changes)}")
+    elif not result.new:
+        print(f"already registered: agentId {result.agent_id} in {registry_id}, nothing to change")
+    print(f"agentId {result.agent_id}")
     print(f"registry {registry_id}")
     print(f"peer id {peer_id.hex()}")
-    print(f"wallet {payout.address}")
+    print(f"wallet {result.wallet}")
     return 0
