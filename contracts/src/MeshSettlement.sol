@@ -86,8 +86,9 @@ contract MeshSettlement {
     bool private transient _locked;
 
     /// @notice One settled payment: who was credited what, and the payer's refund. The
-    ///         authorization's nonce is in the token's AuthorizationUsed event of the same
-    ///         transaction (or in paymentStatus), so it is not repeated here.
+    ///         authorization's nonce is not repeated: the token's AuthorizationUsed event
+    ///         carries it (in this transaction, or in a front-runner's for a payment executed
+    ///         by someone else first).
     event PaymentSettled(bytes32 indexed receiptHash, address indexed payer, uint256 refund, Credit[] credits);
     event ItemRejected(uint256 indexed index, bytes32 indexed receiptHash, uint8 status);
     event Withdrawn(uint256 indexed agentId, address indexed wallet, uint256 amount);
