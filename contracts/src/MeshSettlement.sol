@@ -121,6 +121,7 @@ contract MeshSettlement {
     struct Batch {
         uint256 agentTable; // (agentId, pending credit): agents known to exist
         uint256 agents;
+        uint256 creditRow; // the current item's credits as agentTable addresses, checked then booked
         uint256 entryTable; // (entryAgentId, status): entry agents checked against msg.sender
         uint256 entries;
         uint256 refundTable; // (payer, pending refund); consecutive items of a payer share one
@@ -145,7 +146,7 @@ contract MeshSettlement {
 
     /// @notice True once the authorization (from, nonce) was credited by this contract.
     function paymentStatus(address from, bytes32 nonce) external view returns (bool settled) {
-        return _settled[from][nonce];
+        return _load(_markerSlot(from, nonce)) != 0;
     }
 
     /// @notice Settle a batch of x402 payments; one status per item (0 = SETTLED).
@@ -194,7 +195,8 @@ contract MeshSettlement {
         if (fromWord >> 160 != 0 || _word(item, SIG_V) >> 8 != 0) return AUTHORIZATION_FAILED;
         address from = address(uint160(fromWord));
         bytes32 nonce = bytes32(_word(item, NONCE));
-        if (_settled[from][nonce]) return ALREADY_SETTLED;
+        uint256 marker = _markerSlot(from, nonce);
+        if (_load(marker) != 0) return ALREADY_SETTLED;
 
         status = _checkEntry(_word(item, ENTRY), b);
         if (status != SETTLED) return status;
@@ -205,11 +207,11 @@ contract MeshSettlement {
         if (status != SETTLED) return status;
 
         // Effects before the token call: the marker is what makes a second credit impossible.
-        _settled[from][nonce] = true;
+        _store(marker, 1);
         if (!_pull(item)) {
             status = _checkPreExecuted(item, from, nonce, value, b);
             if (status != SETTLED) {
-                _settled[from][nonce] = false;
+                _store(marker, 0);
                 return status;
             }
         }
@@ -240,7 +242,12 @@ contract MeshSettlement {
             unchecked {
                 rest -= amount;
             }
-            if (_agentEntry(agentId, b) == 0) return UNKNOWN_AGENT;
+            uint256 entry = _agentEntry(agentId, b);
+            if (entry == 0) return UNKNOWN_AGENT;
+            uint256 row = b.creditRow;
+            assembly ("memory-safe") {
+                mstore(add(row, shl(5, j)), entry)
+            }
         }
         return rest == 0 ? SETTLED : BAD_SPLIT;
     }
@@ -292,13 +299,15 @@ contract MeshSettlement {
         return SETTLED;
     }
 
-    function _bookCredits(uint256 credits, uint256 count, Batch memory b) private view {
-        for (uint256 j; j < count; j = _inc(j)) {
-            (uint256 agentId, uint256 amount) = _credit(credits, j);
-            uint256 entry = _agentEntry(agentId, b); // known now: no registry call
-            assembly ("memory-safe") {
+    /// @dev Add the item's credits to the pending ones of their agents, at the table
+    ///      addresses _checkCredits found.
+    function _bookCredits(uint256 credits, uint256 count, Batch memory b) private pure {
+        uint256 row = b.creditRow;
+        assembly ("memory-safe") {
+            for { let j := 0 } lt(j, count) { j := add(j, 1) } {
+                let entry := add(mload(add(row, shl(5, j))), 0x20)
                 // Cannot overflow: the sum is bounded by tokens the contract received.
-                mstore(add(entry, 0x20), add(mload(add(entry, 0x20)), amount))
+                mstore(entry, add(mload(entry), calldataload(add(credits, add(shl(6, j), 0x20)))))
             }
         }
     }
@@ -373,6 +382,7 @@ contract MeshSettlement {
     function _newBatch(Item[] calldata items) private view returns (Batch memory b) {
         uint256 n = items.length;
         uint256 creditCount;
+        uint256 widest;
         for (uint256 i; i < n; ++i) {
             uint256 item;
             assembly ("memory-safe") {
@@ -383,8 +393,10 @@ contract MeshSettlement {
             // the tables below are sized from these counts, so refuse it before allocating.
             if (count > msg.data.length / 0x40) revert MalformedItems();
             creditCount += count;
+            if (count > widest) widest = count;
         }
         b.agentTable = _allocPairs(creditCount);
+        b.creditRow = _allocPairs(widest); // one word per credit would do; pairs keep one allocator
         b.entryTable = _allocPairs(n);
         b.refundTable = _allocPairs(n);
         b.owed = liabilities;
@@ -478,6 +490,30 @@ contract MeshSettlement {
         for (uint256 entry = b.refundTable; entry < end; entry += 0x40) {
             (uint256 payer, uint256 amount) = _pair(entry);
             _pay(address(uint160(payer)), amount);
+        }
+    }
+
+    /// @dev Storage slot of _settled[from][nonce], computed once per item (Solidity would
+    ///      hash the two mapping keys again for every read and write).
+    function _markerSlot(address from, bytes32 nonce) private pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            mstore(0x00, from)
+            mstore(0x20, _settled.slot)
+            mstore(0x20, keccak256(0x00, 0x40))
+            mstore(0x00, nonce)
+            slot := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _load(uint256 slot) private view returns (uint256 value) {
+        assembly ("memory-safe") {
+            value := sload(slot)
+        }
+    }
+
+    function _store(uint256 slot, uint256 value) private {
+        assembly ("memory-safe") {
+            sstore(slot, value)
         }
     }
 
