@@ -21,6 +21,7 @@ Host RpcRequests it understands (so a test can make it act):
     send_channel {channel, target?, body, repeat?, plugin_id?}  send a ChannelMessage
     hang {}                                            never answer
     hang_first {}                                      never answer on the first spawn
+    ask_host {}                                        send the host an RpcRequest (reply recorded)
     bad_frame {}                                       write an oversized frame prefix
 """
 
@@ -33,10 +34,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from google.protobuf import json_format
 from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
 from mesh_x402.mesh.framing import FrameDecoder, encode_frame
 
 RECORD = os.environ.get("FAKE_RECORD", "")
+ASK_ID = 1_000_000  # request id of the plugin's own RpcRequest to the host
 
 
 def record(kind: str, **fields: object) -> None:
@@ -180,6 +183,8 @@ class Plugin:
             )
         elif payload == "rpc_request":
             await self.rpc(envelope)
+        elif envelope.request_id == ASK_ID:
+            record("host_reply", reply=json.loads(json_format.MessageToJson(envelope)))
         elif payload == "invoke_service_request":
             invoke = envelope.invoke_service_request
             output = json.dumps(
@@ -244,6 +249,11 @@ class Plugin:
             assert self.writer is not None
             self.writer.write((17 * 1024 * 1024).to_bytes(4, "little"))
             await self.writer.drain()
+            return
+        if request.method == "ask_host":
+            ask = pb.Envelope(request_id=ASK_ID, rpc_request=pb.RpcRequest(method="peers/list"))
+            await self.send(ask)
+            await self.reply(envelope, rpc_response=pb.RpcResponse(result_json="{}"))
             return
         if request.method == "send_channel":
             message = pb.ChannelMessage(

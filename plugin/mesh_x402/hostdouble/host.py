@@ -58,6 +58,8 @@ _PAYLOADS: Final = frozenset(
     field.name for field in pb.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
 )
 _NO_MCP_BRIDGE: Final = -32603
+# Bound on waiting for the host's own tasks to wind down in stop().
+_STOP_GRACE: Final = 5.0
 
 _log = get_logger("hostdouble")
 
@@ -205,14 +207,15 @@ class Host:
         if self._stopping:
             return
         self._stopping = True
+        # Tasks are cancelled without holding the restart lock: one may be
+        # waiting for it, and before 3.12 wait_for can swallow a cancellation.
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_STOP_GRACE)
         async with self._restart_lock:
-            current = asyncio.current_task()
-            tasks = [task for task in self._tasks if task is not current]
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await self._teardown()
             self._record("stopped")
             self._set_state("stopped")
@@ -250,13 +253,15 @@ class Host:
         """Send a host request (`payload_name` is the Envelope field) and await its reply.
 
         A timeout kills and respawns the plugin and retries once on the fresh
-        process; so does a connection that ends before the reply.
+        process. A connection that ends before the reply fails the request
+        (the host respawns the plugin on its own).
 
         Raises:
             HostDoubleError: `payload_name` is not an Envelope payload or the
                 message has the wrong type.
             RequestTimeoutError: no reply on the first try nor on the retry.
-            PluginUnavailableError: the plugin is down (stopped, "error", disabled).
+            PluginUnavailableError: the plugin is down (stopped, "error",
+                disabled) or its connection ended before the reply.
         """
         reply, _ = await self._request(payload_name, message, retry=True)
         return reply
@@ -379,8 +384,9 @@ class Host:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not predicate():
-            if self.state in DOWN_STATES:
-                raise PluginUnavailableError(f"plugin is {self.state}: {self.error or 'no detail'}")
+            if self.state in DOWN_STATES or self._stopping:
+                state = "stopping" if self._stopping else self.state
+                raise PluginUnavailableError(f"plugin is {state}: {self.error or 'no detail'}")
             changed = self._changed
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -557,13 +563,10 @@ class Host:
                 raise RequestTimeoutError(
                     f"{payload_name} unanswered within {self.config.request_timeout:g} s, twice"
                 ) from None
-        except PluginUnavailableError:
-            if not retry:
-                raise
         return await self._request(payload_name, message, retry=False)
 
     async def _health_loop(self) -> None:
-        while self.state not in DOWN_STATES:
+        while self.state not in DOWN_STATES and not self._stopping:
             if self.state == "running":
                 await self._health_tick()
             await asyncio.sleep(self.config.health_interval)

@@ -1,0 +1,348 @@
+"""The host double itself, checked against the spec sheet with a scripted plugin.
+
+`tests/fakes/scripted_plugin.py` is a minimal plugin whose misbehaviour is
+chosen by environment variables and which writes what it observed to a
+JSON-lines file. Each test runs real processes over real Unix sockets and
+the double's real 127.0.0.1 management listener. Where a test needs the
+plugin to have processed earlier frames, it sends a health request and waits
+for the answer: the plugin handles frames in order, so that is a barrier,
+not a timing guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
+from mesh_x402.hostdouble import (
+    Host,
+    HostConfig,
+    PluginStartError,
+    PluginUnavailableError,
+    RequestTimeoutError,
+)
+
+pytestmark = pytest.mark.integration
+
+PLUGIN = Path(__file__).resolve().parent.parent / "fakes" / "scripted_plugin.py"
+WAIT = 30.0  # a bound on hangs, never a speed assertion
+Kind = pb.MeshEvent
+
+
+class Node:
+    """One host double with its scripted plugin and the plugin's observation file."""
+
+    def __init__(self, host: Host, record: Path) -> None:
+        self.host = host
+        self.record = record
+
+    def observed(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        lines = [json.loads(line) for line in self.record.read_text().splitlines()]
+        return [line for line in lines if kind is None or line["kind"] == kind]
+
+    async def barrier(self) -> None:
+        """Returns once the plugin has handled every frame sent before."""
+        await self.host.health()
+
+    async def rpc(self, method: str, **params: Any) -> pb.Envelope:
+        request = pb.RpcRequest(method=method, params_json=json.dumps(params))
+        return await self.host.request("rpc_request", request)
+
+
+MakeNode = Callable[..., Awaitable[Node]]
+
+
+def config_for(
+    tmp_path: Path,
+    label: str,
+    *,
+    behaviour: str = "",
+    channels: str = "x402.v1",
+    plugin_env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> tuple[HostConfig, Path]:
+    folder = tmp_path / label
+    folder.mkdir()
+    record = folder / "observed.jsonl"
+    env = {"FAKE_RECORD": str(record), "FAKE_BEHAVIOUR": behaviour, "FAKE_CHANNELS": channels}
+    env.update(plugin_env or {})
+    fields: dict[str, Any] = {
+        "plugin_name": "fake",
+        "command": [sys.executable, str(PLUGIN)],
+        "home": folder / "home",
+        "env": env,
+        "stderr_path": folder / "plugin.log",
+        "health_interval": 60.0,
+    }
+    fields.update(overrides)
+    return HostConfig(**fields), record
+
+
+@pytest.fixture
+async def make_node(tmp_path: Path) -> AsyncIterator[MakeNode]:
+    """Builds (and by default starts) nodes; stops every one at the end."""
+    hosts: list[Host] = []
+    count = 0
+
+    async def build(*, start: bool = True, **options: Any) -> Node:
+        nonlocal count
+        count += 1
+        config, record = config_for(tmp_path, f"n{count}", **options)
+        host = Host(config)
+        hosts.append(host)
+        if start:
+            await asyncio.wait_for(host.start(), WAIT)
+        return Node(host, record)
+
+    yield build
+    for host in hosts:
+        await host.stop()
+
+
+# -- process, socket, environment ----------------------------------------------
+
+
+async def test_environment_socket_and_stderr(make_node: MakeNode) -> None:
+    """The plugin gets the three variables plus inherited and configured ones; the
+    socket path has mesh-llm's shape and is deleted once accepted; stderr goes to the file."""
+    node = await make_node(plugin_env={"FAKE_EXTRA": "from-config"})
+    host = node.host
+    assert host.state == "running"
+    (seen,) = node.observed("spawn_env")
+    env = seen["env"]
+    endpoint = Path(env["MESH_LLM_PLUGIN_ENDPOINT"])
+    assert endpoint.parent == host.config.home / "run" / "plugins"
+    assert re.fullmatch(r"p\d+-[0-9a-f]{8}-fake\.sock", endpoint.name)
+    assert env["MESH_LLM_PLUGIN_TRANSPORT"] == "unix"
+    assert env["MESH_LLM_PLUGIN_NAME"] == "fake"
+    assert env["FAKE_EXTRA"] == "from-config"
+    assert "MESH_LLM_PLUGIN_WEB_UI_DIR" not in env
+    assert seen["socket_exists"] is False
+    assert not await asyncio.to_thread(endpoint.exists)
+    assert seen["host_protocol_version"] == 2
+    assert seen["mesh_visibility"] == pb.MESH_VISIBILITY_PRIVATE
+    assert f"scripted plugin {host.plugin_pid} started" in host.config.stderr_path.read_text()
+
+
+async def test_handshake_is_stored(make_node: MakeNode) -> None:
+    """The host keeps the plugin's InitializeResponse and manifest."""
+    host = (await make_node()).host
+    assert host.initialize_response is not None
+    assert host.initialize_response.plugin_id == "fake"
+    assert host.manifest is not None
+    assert [b.binding_id for b in host.manifest.http_bindings] == ["echo", "echo-get", "op"]
+    assert host.event_names()[:4] == ["spawned", "connected", "initialized", "snapshot"]
+
+
+# -- start failures --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "options", "reason"),
+    [
+        ("wrong_id", {}, "does not match the configured name"),
+        ("bad_server_info", {}, "server_info_json is not JSON"),
+        ("slow_connect", {"connect_timeout": 0.5}, "did not connect within 0.5 s"),
+        ("no_init_answer", {"init_timeout": 0.5}, "did not answer initialize within 0.5 s"),
+    ],
+)
+async def test_076_start_failure_marks_error(
+    make_node: MakeNode, behaviour: str, options: dict[str, Any], reason: str
+) -> None:
+    """0.76: the node runs on, the plugin is "error" and never retried."""
+    node = await make_node(behaviour=behaviour, **options)
+    host = node.host
+    assert host.state == "error"
+    assert host.error is not None
+    assert reason in host.error
+    assert host.spawn_count == 1
+    assert "start_failed" in host.event_names()
+    with pytest.raises(PluginUnavailableError, match="error"):
+        await host.health()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{host.management_url}/api/plugins/fake/http/echo")
+    assert response.status_code == 404
+
+
+async def test_066_start_failure_raises(make_node: MakeNode) -> None:
+    """0.66: a plugin that fails to start fails the node's start."""
+    node = await make_node(start=False, behaviour="wrong_id", generation="0.66")
+    with pytest.raises(PluginStartError, match="does not match"):
+        await node.host.start()
+    assert node.host.state == "stopped"
+
+
+async def test_plugin_that_exits_before_connecting(make_node: MakeNode) -> None:
+    """An executable that exits at once fails the start with its status, not a 10 s wait."""
+    node = await make_node(command=[sys.executable, "-c", "raise SystemExit(4)"])
+    assert node.host.state == "error"
+    assert "exited with status 4" in (node.host.error or "")
+
+
+async def test_opt_out_leaves_plugin_disabled(make_node: MakeNode) -> None:
+    """-32010 at initialize: the plugin is left disabled, not an error."""
+    node = await make_node(behaviour="disable")
+    assert node.host.state == "disabled"
+    assert node.host.error is None
+
+
+async def test_extra_capability_is_noted(make_node: MakeNode) -> None:
+    """A capability beyond tools is recorded (a real host would send RpcRequests)."""
+    node = await make_node(behaviour="extra_capability")
+    assert "capability:logging" in node.host.event_names()
+
+
+# -- request ids, snapshot, respawn ----------------------------------------------
+
+
+async def test_request_ids_count_from_one_across_restarts(make_node: MakeNode) -> None:
+    """Host request ids start at 1 and keep counting on the respawned process."""
+    node = await make_node()
+    host = node.host
+    await host.health()
+    before = host.spawn_count
+    await host.kill()
+    await host.wait_respawned(before, WAIT)
+    await host.health()
+    requests = node.observed("request")
+    ids = [line["id"] for line in requests]
+    assert ids == list(range(1, len(ids) + 1))
+    pids = [line["pid"] for line in requests]
+    assert len(set(pids)) == 2
+    second = [line for line in requests if line["pid"] != pids[0]]
+    assert second[0]["payload"] == "initialize_request"
+    assert second[0]["id"] > 1
+
+
+async def test_snapshot_once_and_not_after_respawn(make_node: MakeNode) -> None:
+    """LOCAL_ACCEPTING, MESH_ID_UPDATED, PEER_UP per known peer once; nothing after a respawn."""
+    node = await make_node(start=False)
+    host = node.host
+    peer = pb.MeshPeer(peer_id="ab" * 32, role="worker", serving_models=["m"])
+    host.add_known_peer(peer)
+    await host.start()
+    await node.barrier()
+    first = node.observed("event")
+    assert [e["event_kind"] for e in first] == [
+        Kind.KIND_LOCAL_ACCEPTING,
+        Kind.KIND_MESH_ID_UPDATED,
+        Kind.KIND_PEER_UP,
+    ]
+    assert {e["local_peer_id"] for e in first} == {host.peer_id}
+    assert first[1]["mesh_id"] == host.mesh_id
+    assert first[2]["peer_id"] == "ab" * 32
+    before = host.spawn_count
+    await host.kill()
+    await host.wait_respawned(before, WAIT)
+    await node.barrier()
+    assert node.observed("event") == first
+    assert host.event_names().count("snapshot") == 1
+    assert "killed:manual" in host.event_names()
+
+
+async def test_snapshot_only_subscribed_kinds_and_standby(make_node: MakeNode) -> None:
+    """Only subscribed kinds are sent; a standby node says LOCAL_STANDBY."""
+    node = await make_node(accepting=False, plugin_env={"FAKE_SUBSCRIBE": "5,1"})
+    host = node.host
+    await host.peer_up(pb.MeshPeer(peer_id="cd" * 32))
+    assert not await host.send_event(Kind.KIND_MESH_ID_UPDATED)
+    await node.barrier()
+    kinds = [e["event_kind"] for e in node.observed("event")]
+    assert kinds == [Kind.KIND_LOCAL_STANDBY, Kind.KIND_PEER_UP]
+
+
+async def test_unhealthy_plugin_is_killed_and_respawned(make_node: MakeNode) -> None:
+    """A degraded health status kills and respawns the plugin."""
+    node = await make_node(behaviour="first:unhealthy", health_interval=0.2)
+    host = node.host
+    await host.wait_respawned(1, WAIT)
+    names = host.event_names()
+    assert names.index("killed:health") < names.index("respawned")
+    assert (await host.health()).status == pb.HealthResponse.STATUS_OK
+
+
+async def test_quiet_plugin_hits_idle_timeout(make_node: MakeNode) -> None:
+    """A plugin that sends no frame for idle_timeout is killed and respawned."""
+    node = await make_node(behaviour="first:silent", idle_timeout=1.0)
+    host = node.host
+    await host.wait_respawned(1, WAIT)
+    names = host.event_names()
+    assert names.index("killed:idle") < names.index("respawned")
+
+
+async def test_keepalive_outlives_idle_timeout(make_node: MakeNode) -> None:
+    """A plugin that sends a keepalive more often than the idle timeout stays up."""
+    node = await make_node(idle_timeout=1.5, plugin_env={"FAKE_KEEPALIVE": "0.3"})
+    await asyncio.sleep(3.0)  # two idle periods with no host request at all
+    assert node.host.spawn_count == 1
+    assert node.host.keepalives >= 2
+    assert "killed:idle" not in node.host.event_names()
+
+
+async def test_timed_out_request_is_retried_once_on_fresh_process(make_node: MakeNode) -> None:
+    """A request unanswered in time kills the plugin; the retry on the new process answers."""
+    node = await make_node(request_timeout=0.5)
+    reply = await node.rpc("hang_first")
+    host = node.host
+    assert reply.WhichOneof("payload") == "error_response"  # the fresh process: unknown method
+    assert host.spawn_count == 2
+    assert host.event_names().count("killed:timeout") == 1
+
+
+async def test_request_timing_out_twice_raises(make_node: MakeNode) -> None:
+    """If the retry times out too, the caller gets RequestTimeoutError; the plugin comes back."""
+    node = await make_node(request_timeout=0.5)
+    with pytest.raises(RequestTimeoutError, match="twice"):
+        await node.rpc("hang")
+    host = node.host
+    assert host.event_names().count("killed:timeout") == 2
+    await host.wait_respawned(2, WAIT)
+    assert (await host.health()).status == pb.HealthResponse.STATUS_OK
+
+
+async def test_plugin_exiting_on_its_own_is_respawned(make_node: MakeNode) -> None:
+    """A plugin that exits by itself is respawned, as mesh-llm does, and it is recorded."""
+    node = await make_node(behaviour="first:exit_after_init")
+    await node.host.wait_respawned(1, WAIT)
+    assert "exited" in node.host.event_names()
+
+
+async def test_bad_frame_ends_connection_and_respawns(make_node: MakeNode) -> None:
+    """An oversized frame ends the connection; the waiting request fails; a fresh plugin runs."""
+    node = await make_node()
+    with pytest.raises(PluginUnavailableError, match="ended"):
+        await node.rpc("bad_frame")
+    host = node.host
+    await host.wait_respawned(1, WAIT)
+    assert "killed:bad_frame" in host.event_names()
+    assert (await host.health()).status == pb.HealthResponse.STATUS_OK
+
+
+async def test_plugin_rpc_request_gets_no_bridge_error(make_node: MakeNode) -> None:
+    """A plugin->host RpcRequest is answered by id with -32603 "No active MCP bridge"."""
+    node = await make_node()
+    await node.rpc("ask_host")
+    await node.barrier()
+    (seen,) = node.observed("host_reply")
+    assert seen["reply"]["requestId"] == "1000000"
+    assert seen["reply"]["errorResponse"] == {"code": -32603, "message": "No active MCP bridge"}
+
+
+async def test_stop_kills_the_plugin(make_node: MakeNode) -> None:
+    """stop() SIGKILLs the plugin; it is not respawned."""
+    node = await make_node()
+    host = node.host
+    await host.stop()
+    assert host.state == "stopped"
+    assert host.event_names()[-1] == "stopped"
+    assert host.spawn_count == 1
