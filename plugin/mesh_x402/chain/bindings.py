@@ -22,6 +22,7 @@ from typing import Any, Final
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
+from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
@@ -236,18 +237,55 @@ class SettlementBinding(_Binding):
 
     artifact = "MeshSettlement"
 
+    def settle_function(self, items: Sequence[SettlementItem]) -> ContractFunction:
+        """The bound `settle(items)` call, for callers that sign and send it themselves."""
+        fn: ContractFunction = self.contract.functions.settle([item.as_abi() for item in items])
+        return fn
+
     def settle(self, account: LocalAccount, items: Sequence[SettlementItem]) -> SettleResult:
-        """Settle a batch; statuses come from the receipt's `ItemRejected` events.
+        """Settle a batch; statuses come from the receipt's `ItemRejected` events."""
+        receipt = self.client.transact(
+            account, self.settle_function(items), f"settle {len(items)} payments"
+        )
+        return SettleResult(statuses=self.statuses(receipt, len(items)), receipt=receipt)
+
+    def statuses(self, receipt: TxReceipt, count: int) -> list[SettleStatus]:
+        """Per-item statuses of a mined settle transaction of `count` items.
 
         A transaction cannot return values to its sender, so the statuses are
         rebuilt from the events: every item not rejected was settled.
         """
-        fn = self.contract.functions.settle([item.as_abi() for item in items])
-        receipt = self.client.transact(account, fn, f"settle {len(items)} payments")
-        statuses = [SettleStatus.SETTLED] * len(items)
+        statuses = [SettleStatus.SETTLED] * count
         for event in self.contract.events.ItemRejected().process_receipt(receipt, errors=DISCARD):
             statuses[int(event["args"]["index"])] = SettleStatus(int(event["args"]["status"]))
-        return SettleResult(statuses=statuses, receipt=receipt)
+        return statuses
+
+    def preview(self, sender: str, items: Sequence[SettlementItem]) -> list[SettleStatus]:
+        """What `settle(items)` sent by `sender` would answer now (an `eth_call`, no gas)."""
+        result = self.client.call(
+            self.settle_function(items), f"preview settle of {len(items)}", sender=sender
+        )
+        return [SettleStatus(int(code)) for code in result]
+
+    def settled_in(self, receipt_hash: bytes) -> str | None:
+        """The transaction whose `PaymentSettled` carries `receipt_hash`, if any."""
+        logs = self.client.run(
+            "eth_getLogs PaymentSettled",
+            lambda: self.contract.events.PaymentSettled().get_logs(
+                from_block=0, argument_filters={"receiptHash": receipt_hash}
+            ),
+        )
+        return logs[0]["transactionHash"].to_0x_hex() if logs else None
+
+    def withdrawn(self, agent_id: int) -> int:
+        """Everything ever withdrawn for `agent_id` (the sum of its `Withdrawn` events)."""
+        logs = self.client.run(
+            "eth_getLogs Withdrawn",
+            lambda: self.contract.events.Withdrawn().get_logs(
+                from_block=0, argument_filters={"agentId": agent_id}
+            ),
+        )
+        return sum(int(log["args"]["amount"]) for log in logs)
 
     def withdraw(self, account: LocalAccount, agent_id: int) -> tuple[int, str, TxReceipt]:
         """Pay the agent's credited balance to its agentWallet; return (amount, wallet, receipt)."""

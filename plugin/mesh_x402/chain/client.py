@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import requests
@@ -60,13 +61,25 @@ try:  # the in-process test chain raises its own revert error, not web3's
 except ImportError:  # pragma: no cover - eth-tester is a test dependency only
     _TesterReverted = ContractLogicError
 
-__all__ = ["ChainClient", "TransactionReverted"]
+__all__ = ["ChainClient", "SignedTx", "TransactionReverted"]
 
 _T = TypeVar("_T")
 _GAS_MARGIN_PERCENT: Final = 20  # estimates are exact on a quiet chain; state may move
 _DEFAULT_PRIORITY_FEE: Final = 1_000_000_000  # 1 gwei, when the node cannot suggest one
+# How nodes (geth, anvil, erigon) refuse a transaction they already hold.
+_ALREADY_KNOWN: Final = ("already known", "already imported", "already exists")
 
 _log = get_logger("chain")
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed transaction, ready to broadcast (and to broadcast again, byte for byte)."""
+
+    sender: str
+    nonce: int
+    tx_hash: str
+    raw: bytes = field(repr=False)
 
 
 class TransactionReverted(ChainError):  # noqa: N818 - named like its siblings in errors.py
@@ -245,10 +258,12 @@ class ChainClient:
                 self.known_errors.append(item)
         return self.w3.eth.contract(address=to_checksum_address(address), abi=list(abi))
 
-    def call(self, fn: ContractFunction, what: str) -> Any:
-        """`eth_call` a contract function; reverts become TransactionReverted."""
+    def call(self, fn: ContractFunction, what: str, *, sender: str | None = None) -> Any:
+        """`eth_call` a contract function (as `sender`, if given); reverts become
+        TransactionReverted."""
+        params: TxParams = {} if sender is None else {"from": to_checksum_address(sender)}
         with self._translated(what, fn.contract_abi):
-            return fn.call()
+            return fn.call(params)
 
     def block_number(self) -> int:
         return self.run("eth_blockNumber", lambda: int(self.w3.eth.block_number))
@@ -277,19 +292,18 @@ class ChainClient:
             "maxPriorityFeePerGas": Wei(priority),
         }
 
-    def transact(
+    def prepare(
         self, account: LocalAccount, fn: ContractFunction | ContractConstructor, what: str
-    ) -> TxReceipt:
-        """Sign `fn` with `account`, send it, and wait for its confirmations.
+    ) -> SignedTx:
+        """Estimate, pick the sender's next nonce and sign `fn`; nothing is broadcast.
 
-        Args:
-            account: the local key that signs and pays gas.
-            fn: a bound contract function or constructor call.
-            what: names the action in errors and logs (never secrets).
+        A caller that must survive a crash between signing and broadcasting
+        (the reconciler) persists the result first, then calls `broadcast`,
+        and can send the very same bytes again after a restart.
 
         Raises:
-            TransactionReverted: gas estimation or the mined transaction reverted.
-            RpcUnavailable / ChainError: the node failed or the wait timed out.
+            TransactionReverted: gas estimation reverted (nothing would succeed).
+            RpcUnavailable / ChainError: the node failed, or the account holds no ether.
         """
         sender = account.address
         # An empty account fails gas estimation with a node-specific riddle
@@ -308,18 +322,68 @@ class ChainClient:
                 params["nonce"] = Nonce(self._next_nonce(sender))
                 tx = fn.build_transaction(params)
             signed = account.sign_transaction(tx)  # type: ignore[arg-type]
-            try:
-                with self._translated(what):
-                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except ChainError:
-                # The nonce may be unused (or used): ask the node next time.
-                self._nonces.pop(sender, None)
-                raise
-        _log.info(Event.CHAIN_TX_SENT, action=what, tx=tx_hash.to_0x_hex(), sender=sender)
-        receipt = self.wait(tx_hash.to_0x_hex(), what)
+        return SignedTx(
+            sender=sender,
+            nonce=int(params["nonce"]),
+            tx_hash=signed.hash.to_0x_hex(),
+            raw=bytes(signed.raw_transaction),
+        )
+
+    def broadcast(self, tx: SignedTx, what: str) -> None:
+        """Send a signed transaction; a node that already holds it counts as sent.
+
+        Raises:
+            RpcUnavailable / ChainError: the node did not take it (then the
+                sender's nonce is asked from the node again next time).
+        """
+        try:
+            with self._translated(what):
+                self.w3.eth.send_raw_transaction(tx.raw)
+        except ChainError as exc:
+            if any(marker in str(exc).lower() for marker in _ALREADY_KNOWN):
+                return
+            # The nonce may be unused (or used): ask the node next time.
+            with self._nonce_lock:
+                self._nonces.pop(tx.sender, None)
+            raise
+        _log.info(Event.CHAIN_TX_SENT, action=what, tx=tx.tx_hash, sender=tx.sender)
+
+    def transact(
+        self, account: LocalAccount, fn: ContractFunction | ContractConstructor, what: str
+    ) -> TxReceipt:
+        """Sign `fn` with `account`, send it, and wait for its confirmations.
+
+        Args:
+            account: the local key that signs and pays gas.
+            fn: a bound contract function or constructor call.
+            what: names the action in errors and logs (never secrets).
+
+        Raises:
+            TransactionReverted: gas estimation or the mined transaction reverted.
+            RpcUnavailable / ChainError: the node failed or the wait timed out.
+        """
+        tx = self.prepare(account, fn, what)
+        self.broadcast(tx, what)
+        receipt = self.wait(tx.tx_hash, what)
         if receipt["status"] != 1:
-            raise TransactionReverted(f"{what} reverted in transaction {tx_hash.to_0x_hex()}")
+            raise TransactionReverted(f"{what} reverted in transaction {tx.tx_hash}")
         return receipt
+
+    def receipt_of(self, tx_hash: str) -> TxReceipt | None:
+        """The transaction's receipt if it is mined, else None (no waiting)."""
+        with self._translated("eth_getTransactionReceipt"):
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except (TransactionNotFound, TimeExhausted):
+                return None
+
+    def mined_nonce(self, address: str) -> int:
+        """How many transactions of `address` are mined (its next nonce in the latest block)."""
+        checksummed = to_checksum_address(address)
+        return self.run(
+            "eth_getTransactionCount",
+            lambda: int(self.w3.eth.get_transaction_count(checksummed, "latest")),
+        )
 
     def wait(self, tx_hash: str, what: str = "transaction") -> TxReceipt:
         """Wait for `tx_hash`'s receipt and `confirmations` blocks on top of it.
