@@ -25,11 +25,12 @@ journal from one writer thread so the event loop never waits on an fsync.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -84,6 +85,8 @@ class ClaimOutcome(enum.Enum):
     """The (payer, nonce) was claimed before: refuse."""
     INSUFFICIENT = "insufficient"
     """The payer's open authorizations plus this one exceed its balance: refuse."""
+    RESERVED = "reserved"
+    """A verified peer reserved this (payer, nonce) first (store/receipts.py): refuse."""
 
 
 class InvalidTransitionError(PluginError):
@@ -167,6 +170,55 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         WHERE state IN ('accepted', 'chargeable');
     CREATE INDEX payments_by_state ON payments (state, created_at);
     """,
+    # 2: receipts, countersignatures, peer identities, nonce reservations (store/receipts.py).
+    """
+    CREATE TABLE receipts (
+        receipt_hash   TEXT PRIMARY KEY,
+        payment_id     TEXT UNIQUE REFERENCES payments (receipt_id),
+        entry_agent_id INTEGER NOT NULL CHECK (entry_agent_id >= 0),
+        payer          TEXT NOT NULL,
+        nonce          TEXT NOT NULL,
+        value          INTEGER NOT NULL CHECK (value >= 0),
+        charge         INTEGER NOT NULL CHECK (charge >= 0 AND charge <= value),
+        refund         INTEGER NOT NULL CHECK (refund = value - charge),
+        body           TEXT NOT NULL,
+        signature      TEXT NOT NULL,
+        created_at     REAL NOT NULL
+    );
+    CREATE INDEX receipts_by_created ON receipts (created_at);
+    CREATE TABLE receipt_credits (
+        receipt_hash TEXT NOT NULL REFERENCES receipts (receipt_hash),
+        agent_id     INTEGER NOT NULL CHECK (agent_id >= 0),
+        amount       INTEGER NOT NULL CHECK (amount >= 0),
+        PRIMARY KEY (receipt_hash, agent_id)
+    );
+    CREATE INDEX receipt_credits_by_agent ON receipt_credits (agent_id);
+    CREATE TABLE receipt_acks (
+        receipt_hash TEXT NOT NULL,
+        agent_id     INTEGER NOT NULL CHECK (agent_id >= 0),
+        signer       TEXT NOT NULL,
+        signature    TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        PRIMARY KEY (receipt_hash, agent_id)
+    );
+    CREATE TABLE peer_identities (
+        agent_id    INTEGER PRIMARY KEY CHECK (agent_id >= 0),
+        peer_id     TEXT NOT NULL,
+        signer      TEXT NOT NULL,
+        chain_id    INTEGER NOT NULL,
+        registry    TEXT NOT NULL,
+        verified_at REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    CREATE TABLE nonce_reservations (
+        payer       TEXT NOT NULL,
+        nonce       TEXT NOT NULL,
+        agent_id    INTEGER NOT NULL CHECK (agent_id >= 0),
+        reserved_at REAL NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (payer, nonce)
+    );
+    """,
 )
 
 _COLUMNS: Final = (
@@ -185,9 +237,10 @@ INSERT INTO payments (receipt_id, request_id, payer, nonce, value, valid_after, 
                       created_at, updated_at)
 SELECT :receipt_id, :request_id, :payer, :nonce, :value, :valid_after, :valid_before,
        :signature, :network, :asset, :pay_to, :model, :x402_version, 'accepted', :now, :now
-WHERE :spendable IS NULL
+WHERE (:spendable IS NULL
    OR (SELECT COALESCE(SUM(value), 0) FROM payments
-        WHERE payer = :payer AND state IN {_OPEN_SQL}) + :value <= :spendable
+        WHERE payer = :payer AND state IN {_OPEN_SQL}) + :value <= :spendable)
+  AND NOT EXISTS (SELECT 1 FROM nonce_reservations WHERE payer = :payer AND nonce = :nonce)
 ON CONFLICT (payer, nonce) DO NOTHING
 """  # noqa: S608 - the only interpolation is a constant
 
@@ -241,7 +294,8 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: a store sharing the file may call journal methods inside `transaction`.
+        self._lock = threading.RLock()
         # Autocommit: each statement is its own transaction, fsynced on commit.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -278,6 +332,29 @@ class Journal:
             row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0])
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write transaction on the journal's connection.
+
+        For the stores that share this file (store/receipts.py): their rows
+        and a payment's state change commit together or not at all. Journal
+        methods may be called inside; an exception rolls everything back.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """The journal's connection under its lock, for reads by stores sharing the file."""
+        with self._lock:
+            yield self._db
+
     def close(self) -> None:
         """Close the connection; later calls raise."""
         with self._lock:
@@ -294,8 +371,9 @@ class Journal:
 
         Returns:
             ACCEPTED when this call journalled it (and it is on disk), REPLAYED
-            when the (payer, nonce) was claimed before, INSUFFICIENT when the
-            balance does not cover it.
+            when the (payer, nonce) was claimed before, RESERVED when a
+            verified peer reserved it first, INSUFFICIENT when the balance
+            does not cover it.
         """
         if payment.value > _MAX_SQL_INT:
             raise ValueError(f"value {payment.value} is too large for the journal")
@@ -321,11 +399,16 @@ class Journal:
                 return ClaimOutcome.ACCEPTED
             # Rows are never deleted, so this after-the-fact read cannot race
             # into a wrong answer: if the key exists now, the claim was a replay.
+            key = (params["payer"], params["nonce"])
             exists = self._db.execute(
-                "SELECT 1 FROM payments WHERE payer = ? AND nonce = ?",
-                (params["payer"], params["nonce"]),
+                "SELECT 1 FROM payments WHERE payer = ? AND nonce = ?", key
             ).fetchone()
-        return ClaimOutcome.REPLAYED if exists else ClaimOutcome.INSUFFICIENT
+            reserved = self._db.execute(
+                "SELECT 1 FROM nonce_reservations WHERE payer = ? AND nonce = ?", key
+            ).fetchone()
+        if exists:
+            return ClaimOutcome.REPLAYED
+        return ClaimOutcome.RESERVED if reserved else ClaimOutcome.INSUFFICIENT
 
     def _move(
         self, receipt_id: str, to: PaymentState, assignments: str, values: tuple[object, ...]
