@@ -24,6 +24,7 @@ import httpx
 import pytest
 from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
 from mesh_x402.commands.init import write_node_config
+from mesh_x402.commands.serve import socket_path
 from mesh_x402.hostdouble import Host, HostConfig, Mesh
 from mesh_x402.keys import create_key_file
 from mesh_x402.mesh.framing import FrameDecoder, encode_frame
@@ -192,6 +193,37 @@ async def test_twenty_concurrent_health_checks(tmp_path, hosts):
     await host.start()
     replies = await asyncio.gather(*(host.health() for _ in range(20)))
     assert [r.status for r in replies] == [pb.HealthResponse.STATUS_OK] * 20
+    assert host.spawn_count == 1
+
+
+async def test_health_answers_while_http_streams_are_busy(tmp_path, hosts):
+    """Stalled HTTP exchanges on the binding socket do not hold up the host link."""
+    host = Host(host_config(tmp_path, "a"))
+    hosts.append(host)
+    await host.start()
+    path = socket_path(Path(host.config.stderr_path).parent / "state")
+    await eventually(path.exists, "the binding socket")  # bound just after initialize
+    writers = []
+    for _ in range(10):
+        _, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )  # the app now waits for a body that does not come
+        await writer.drain()
+        writers.append(writer)
+    loop = asyncio.get_running_loop()
+    latencies = []
+    try:
+        for _ in range(20):
+            started = loop.time()
+            reply = await host.health()
+            latencies.append(loop.time() - started)
+            assert reply.status == pb.HealthResponse.STATUS_OK
+    finally:
+        for writer in writers:
+            writer.close()
+    print("health with 10 busy streams (ms):", [round(x * 1000, 1) for x in latencies])
     assert host.spawn_count == 1
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import importlib
 import os
 import signal
 import tempfile
@@ -160,7 +161,8 @@ async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: st
                 link.cancel()
                 return 1
             negotiator.set_endpoint(str(unix_path))
-            _log.info(Event.SERVE_STARTED, mode="hosted", address=key.address)
+            address = await asyncio.to_thread(lambda: key.address)  # imports the curve code
+            _log.info(Event.SERVE_STARTED, mode="hosted", address=address)
         await link
     except FrameError as exc:
         _log.error(Event.HOST_BAD_FRAME, reason=str(exc))
@@ -200,6 +202,9 @@ async def _start_http(config: NodeConfig, unix_path: Path | None) -> HttpServer:
     Raises:
         OSError: a socket that must exist cannot be bound.
     """
+    # The first import takes a few hundred ms: done in a thread so the host
+    # link keeps answering health checks meanwhile.
+    await asyncio.to_thread(importlib.import_module, "mesh_x402.http.server")
     from mesh_x402.http.placeholder import placeholder_app  # noqa: PLC0415
     from mesh_x402.http.server import HttpServer  # noqa: PLC0415
 
