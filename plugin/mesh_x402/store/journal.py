@@ -219,6 +219,36 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (payer, nonce)
     );
     """,
+    # 3: settle transactions, committed before they are broadcast (store/settlements.py).
+    """
+    CREATE TABLE batches (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender       TEXT NOT NULL,
+        nonce        INTEGER NOT NULL CHECK (nonce >= 0),
+        tx_hash      TEXT NOT NULL UNIQUE,
+        raw_tx       BLOB NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('sent', 'confirmed', 'failed')),
+        reason       TEXT,
+        block_number INTEGER,
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL
+    );
+    CREATE INDEX batches_by_state ON batches (state, id);
+    CREATE TABLE batch_items (
+        batch_id     INTEGER NOT NULL REFERENCES batches (id),
+        position     INTEGER NOT NULL CHECK (position >= 0),
+        payment_id   TEXT NOT NULL REFERENCES payments (receipt_id),
+        receipt_hash TEXT NOT NULL,
+        payer        TEXT NOT NULL,
+        nonce        TEXT NOT NULL,
+        value        INTEGER NOT NULL CHECK (value >= 0),
+        charge       INTEGER NOT NULL CHECK (charge >= 0 AND charge <= value),
+        status       INTEGER CHECK (status IS NULL OR status BETWEEN 0 AND 6),
+        reason       TEXT,
+        PRIMARY KEY (batch_id, position)
+    );
+    CREATE INDEX batch_items_by_payment ON batch_items (payment_id);
+    """,
 )
 
 _COLUMNS: Final = (
