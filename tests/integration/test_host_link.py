@@ -187,6 +187,17 @@ async def test_handshake_manifest_and_streamed_binding(tmp_path, hosts, generati
     assert len(opened) == 2
 
 
+async def test_plugin_id_follows_the_configured_name(tmp_path, hosts):
+    """The `[[plugin]] name` is the id: the plugin answers with it, bindings live under it."""
+    host = Host(host_config(tmp_path, "a", plugin_name="pay-gate"))
+    hosts.append(host)
+    await host.start()
+    assert host.initialize_response.plugin_id == "pay-gate"
+    async with httpx.AsyncClient(timeout=WAIT) as client:
+        response = await client.get(f"{host.management_url}/api/plugins/pay-gate/http/v1/models")
+    assert response.status_code == 501
+
+
 async def test_twenty_concurrent_health_checks(tmp_path, hosts):
     host = Host(host_config(tmp_path, "a"))
     hosts.append(host)
