@@ -562,6 +562,20 @@ async def test_blackboard_on_private_mesh_only(make_node: MakeNode) -> None:
     assert refused.status_code == 404
 
 
+async def test_blackboard_posts_are_gossiped(make_node: MakeNode) -> None:
+    """A post on one node's blackboard shows in another node's feed and search."""
+    _, nodes = await start_mesh(make_node, [{"blackboard": True}, {"blackboard": True}])
+    first, second = (node.host.management_url for node in nodes)
+    base = "/api/plugins/blackboard/http"
+    async with httpx.AsyncClient() as client:
+        posted = await client.post(f"{first}{base}/post", json={"text": "offer: m1", "from": "a"})
+        feed = await client.get(f"{second}{base}/feed")
+        search = await client.get(f"{second}{base}/search", params={"q": "OFFER"})
+    assert posted.status_code == 200
+    assert [item["id"] for item in feed.json()] == [posted.json()["id"]]
+    assert [item["text"] for item in search.json()] == ["offer: m1"]
+
+
 # -- mesh: channel relay and peer events -------------------------------------------
 
 

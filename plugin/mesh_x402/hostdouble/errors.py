@@ -6,6 +6,7 @@ They hang under the package's `PluginError` so callers can catch one tree::
     ├── HostConfigError     a HostConfig field is unusable (names the field)
     ├── PluginStartError    the plugin did not connect or initialize (0.66: the node fails)
     ├── PluginUnavailableError   no live plugin to talk to (stopped, "error" or disabled)
+    ├── EntryError          (entries.py) a config.toml entry would stop the node
     └── RequestTimeoutError      a host request timed out twice (first try and the retry)
 """
 

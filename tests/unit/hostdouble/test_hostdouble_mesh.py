@@ -44,6 +44,10 @@ class Node:
         self.events.append(("down", peer_id))
         return True
 
+    async def peer_updated(self, peer: pb.MeshPeer) -> bool:
+        self.events.append(("updated", peer.peer_id))
+        return True
+
 
 def build(count: int, links: list[tuple[int, int]] | None = None) -> tuple[Mesh, list[Node]]:
     nodes = [Node(i + 1) for i in range(count)]
@@ -134,6 +138,26 @@ class TestLinks:
         assert nodes[1].events == [("up", nodes[0].peer_id), ("down", nodes[0].peer_id)]
         await send(mesh, nodes[0], message())
         assert delivered(nodes) == [0, 0]
+
+    async def test_update_reaches_direct_peers(self) -> None:
+        """A node's changed gossip is announced with PEER_UPDATED to its direct peers only."""
+        mesh, nodes = build(3, [(0, 1), (1, 2)])
+        await mesh.announce_update(0)
+        assert nodes[1].events == [("updated", nodes[0].peer_id)]
+        assert nodes[2].events == []
+
+    async def test_stop_host_tells_its_peers(self) -> None:
+        """Stopping a node sends PEER_DOWN to its direct peers and unlinks it."""
+        mesh, nodes = build(3, [(0, 1), (1, 2)])
+
+        async def stop() -> None:
+            nodes[1].state = "stopped"
+
+        nodes[1].stop = stop  # type: ignore[attr-defined]
+        await mesh.stop_host(1)
+        assert nodes[0].events == [("down", nodes[1].peer_id)]
+        assert nodes[2].events == [("down", nodes[1].peer_id)]
+        assert mesh.neighbours(nodes[0]) == []  # type: ignore[arg-type]
 
     def test_bad_meshes(self) -> None:
         """Duplicate peer ids and links to nowhere are refused."""
