@@ -8,6 +8,7 @@ costs nothing, so `serve` can start before web3 is loaded):
 - `eip712`: EIP-3009 transfer and ERC-8004 wallet-proof signatures;
 - `deployment`: the `deployment.json` model and the deploy logic;
 - `registration`: the ERC-8004 registration file and its `data:` URI;
+- `artifacts`: the compiled contracts (ABI and bytecode) the bindings use;
 - `anvil`, `npm`: a local anvil node, installed from npm on first use.
 """
 
