@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import os
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     key = load_key_file(config.key_path)
     log.configure(config.node.log_level)
     endpoint = os.environ.get(ENDPOINT_ENV)
-    if endpoint is None:
+    if not endpoint:
         return asyncio.run(_standalone(config, key))
     transport = os.environ.get(TRANSPORT_ENV, "unix")
     if transport != "unix":
@@ -159,6 +160,8 @@ async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: st
             except OSError as exc:
                 _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {unix_path}: {exc}")
                 link.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link
                 return 1
             negotiator.set_endpoint(str(unix_path))
             address = await asyncio.to_thread(lambda: key.address)  # imports the curve code
