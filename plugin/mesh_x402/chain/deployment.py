@@ -43,8 +43,8 @@ __all__ = [
 
 LOCAL_CHAIN_IDS: Final = frozenset({31337, 1337})
 # The domain of mainnet USDC, so x402 clients see the same `extra` they know.
-TEST_TOKEN_NAME: Final = "USD Coin"
-TEST_TOKEN_VERSION: Final = "2"
+TEST_TOKEN_NAME: Final = "USD Coin"  # noqa: S105 - a token name, not a password
+TEST_TOKEN_VERSION: Final = "2"  # noqa: S105 - an EIP-712 version, not a password
 
 
 def _address(value: str) -> str:
