@@ -29,6 +29,8 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "register": ("register", "register this node as an ERC-8004 agent (idempotent)"),
     "status": ("status", "show this node's agent, wallet, peer id binding and balances"),
     "withdraw": ("withdraw", "pay this node's credited balance to its agentWallet"),
+    "reconcile": ("reconcile", "settle chargeable payments on chain now and check credits"),
+    "receipts": ("receipts", "list this node's usage receipts (table or --json)"),
 }
 
 
@@ -40,7 +42,7 @@ class _Command(Protocol):
 
 def _load(name: str) -> _Command:
     module_name, _ = COMMANDS[name]
-    module: _Command = importlib.import_module(f"mesh_x402.commands.{module_name}")  # type: ignore[assignment]
+    module: _Command = importlib.import_module(f"mesh_x402.commands.{module_name}")
     return module
 
 
