@@ -1,0 +1,444 @@
+"""The reconciler on a real anvil: real EIP-3009 payments, real MeshSettlement, real SQLite.
+
+Each test deploys its own contracts on the session's anvil, registers this
+node and two peers as ERC-8004 agents, and journals payments with signed
+receipts through the public store APIs, as the gate leaves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from mesh_x402.chain.anvil import Anvil
+from mesh_x402.chain.reconciler import Backoff, Reconciler
+from mesh_x402.commands._chain import connect_node
+from mesh_x402.commands.reconcile import reconciler_for
+from mesh_x402.store.journal import Journal, PaymentState
+from mesh_x402.store.settlements import BatchEntry, BatchState, SettlementStore
+from settlement_kit import FUNDS, SettleWorld, make_world, payer
+
+pytestmark = pytest.mark.integration
+
+FAST = Backoff(initial=0.05, maximum=0.2, attempts=None)
+
+
+def _reconciler(world: SettleWorld, journal: Journal, url: str | None = None) -> Reconciler:
+    node = connect_node(world.config_path)
+    if url is not None:  # the same node, reached through another RPC URL (a proxy)
+        from mesh_x402.chain.client import ChainClient
+
+        client = ChainClient.connect(url, chain_id=31337)
+        node = type(node)(
+            config=node.config,
+            client=client,
+            account=node.account,
+            token=type(node.token)(client, node.token.address),
+            registry=type(node.registry)(client, node.registry.address),
+            settlement=type(node.settlement)(client, node.settlement.address),
+        )
+    return reconciler_for(node, journal, backoff=FAST)
+
+
+def _settled_events(world: SettleWorld) -> Counter[str]:
+    """How many PaymentSettled events each receipt hash has on chain."""
+    logs = world.settlement.contract.events.PaymentSettled().get_logs(from_block=0)
+    return Counter("0x" + bytes(log["args"]["receiptHash"]).hex() for log in logs)
+
+
+def _event_tx(world: SettleWorld) -> dict[str, str]:
+    logs = world.settlement.contract.events.PaymentSettled().get_logs(from_block=0)
+    return {
+        "0x" + bytes(log["args"]["receiptHash"]).hex(): log["transactionHash"].to_0x_hex()
+        for log in logs
+    }
+
+
+class TestSettle:
+    async def test_batches_credit_agents_and_refund_payers_as_receipts_say(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """7 payments in batches of 3: every one settled once; credits per agentId and
+        refunds per payer on chain equal the receipts' figures."""
+        world = make_world(anvil, tmp_path / "node", batch_size=3)
+        journal, receipts = world.open_stores()
+        alice, bob = payer(1), payer(2)
+        world.fund(alice)
+        world.fund(bob)
+        peer_a, peer_b = world.peers
+        plans: list[tuple[LocalAccount, int, int, list[tuple[int, int]]]] = [
+            (alice, 10_000, 10_000, [(world.agent_id, 10_000)]),
+            (alice, 10_000, 6_000, [(world.agent_id, 600), (peer_a, 5_400)]),
+            (bob, 20_000, 9_000, [(world.agent_id, 900), (peer_a, 4_050), (peer_b, 4_050)]),
+            (bob, 5_000, 0, []),
+            (alice, 7_777, 7_000, [(world.agent_id, 700), (peer_b, 6_300)]),
+            (bob, 1, 1, [(peer_a, 1)]),
+            (alice, 3_000, 2_999, [(world.agent_id, 2_999)]),
+        ]
+        hashes = {}
+        for who, value, charge, credits in plans:
+            pid, h = world.pay(receipts, journal, who, value=value, charge=charge, credits=credits)
+            hashes[pid] = h
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.ok, report.error
+        assert report.settled == 7
+        assert [b.state for b in report.batches] == ["confirmed"] * 3
+        assert journal.count(PaymentState.SETTLED) == 7
+        expected: Counter[int] = Counter()
+        for _, _, _, credits in plans:
+            for agent, amount in credits:
+                expected[agent] += amount
+        for agent in (world.agent_id, peer_a, peer_b):
+            assert world.settlement.balance_of(agent) == expected[agent]
+        charged = Counter[str]()
+        for who, _, charge, _ in plans:
+            charged[who.address] += charge
+        for who in (alice, bob):
+            assert world.token.balance_of(who.address) == FUNDS - charged[who.address]
+        events = _settled_events(world)
+        tx_of = _event_tx(world)
+        for pid, h in hashes.items():
+            key = "0x" + h.hex()
+            assert events[key] == 1
+            record = journal.get(pid)
+            assert record is not None
+            assert record.transaction == tx_of[key]
+        assert report.credit is not None
+        assert report.credit.acknowledged == expected[world.agent_id]
+        assert report.credit.on_chain == expected[world.agent_id]
+        assert report.credit.shortfall == 0
+        again = await _reconciler(world, journal).run_once()
+        assert again.ok
+        assert again.settled == 0
+        assert again.batches == []
+
+    async def test_refused_payments_are_failed_with_reasons_and_others_settle(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """An expired authorization, a payer short of funds and an unknown agent fail
+        with their reasons; the good payment in the same batch settles."""
+        world = make_world(anvil, tmp_path / "node", batch_size=10)
+        journal, receipts = world.open_stores()
+        rich, poor = payer(3), payer(4)
+        world.fund(rich)
+        world.fund(poor, 10)
+        good, _ = world.pay(receipts, journal, rich, value=100, charge=100)
+        expired, _ = world.pay(receipts, journal, rich, value=100, charge=50, valid_before=1000)
+        short, _ = world.pay(receipts, journal, poor, value=100, charge=100)
+        unknown, _ = world.pay(
+            receipts, journal, rich, value=100, charge=100, credits=[(world.agent_id + 99, 100)]
+        )
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.ok, report.error
+        assert report.failed == {
+            "authorization_expired": 1,
+            "payer_insufficient_funds": 1,
+            "unknown_agent": 1,
+        }
+        reasons = {pid: journal.get(pid) for pid in (good, expired, short, unknown)}
+        assert reasons[good] is not None
+        assert reasons[good].state is PaymentState.SETTLED
+        for pid, reason in (
+            (expired, "authorization_expired"),
+            (short, "payer_insufficient_funds"),
+            (unknown, "unknown_agent"),
+        ):
+            record = reasons[pid]
+            assert record is not None
+            assert (record.state, record.reason) == (PaymentState.FAILED, reason)
+        assert world.settlement.balance_of(world.agent_id) == 100
+        assert world.token.balance_of(poor.address) == 10
+
+
+class TestCrashRecovery:
+    async def test_batch_recorded_but_never_broadcast_is_sent_again_byte_for_byte(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """A process killed between committing a batch and broadcasting it: the next
+        pass broadcasts the very same transaction (same hash, same nonce)."""
+        world = make_world(anvil, tmp_path / "node")
+        journal, receipts = world.open_stores()
+        world.fund(payer(5))
+        pid, h = world.pay(receipts, journal, payer(5), value=500, charge=400)
+        reconciler = _reconciler(world, journal)
+        item = receipts.settleable(10)
+        from mesh_x402.chain.reconciler import settlement_item
+
+        node = connect_node(world.config_path)
+        signed = node.client.prepare(
+            node.account,
+            node.settlement.settle_function([settlement_item(item[0], world.settlement.address)]),
+            "settle",
+        )
+        entry = BatchEntry(pid, "0x" + h.hex(), item[0].payer, item[0].nonce, 500, 400)
+        batch_id = SettlementStore(journal).record_sent(signed, [entry], now=1.0)
+        assert journal.get(pid).state is PaymentState.CHARGEABLE  # type: ignore[union-attr]
+
+        report = await reconciler.run_once()
+
+        assert report.ok
+        assert report.resumed == 1
+        assert report.settled == 1
+        batch = SettlementStore(journal).get(batch_id)
+        assert batch is not None
+        assert batch.state is BatchState.CONFIRMED
+        assert _event_tx(world)["0x" + h.hex()] == signed.tx_hash
+        assert journal.get(pid).transaction == signed.tx_hash  # type: ignore[union-attr]
+
+    async def test_nonce_taken_by_another_transaction_returns_items_to_the_pool(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """The recorded batch's nonce went to another transaction: the contract says the
+        payment is not settled, so it goes into a new batch and settles once."""
+        world = make_world(anvil, tmp_path / "node")
+        journal, receipts = world.open_stores()
+        world.fund(payer(6))
+        pid, h = world.pay(receipts, journal, payer(6), value=500, charge=500)
+        from mesh_x402.chain.reconciler import settlement_item
+
+        node = connect_node(world.config_path)
+        item = receipts.settleable(10)[0]
+        signed = node.client.prepare(
+            node.account,
+            node.settlement.settle_function([settlement_item(item, world.settlement.address)]),
+            "settle",
+        )
+        SettlementStore(journal).record_sent(
+            signed, [BatchEntry(pid, "0x" + h.hex(), item.payer, item.nonce, 500, 500)], now=1.0
+        )
+        # Something else (an operator's wallet) uses that nonce first.
+        w3 = world.client.w3
+        other = node.account.sign_transaction(
+            {
+                "to": node.account.address,
+                "value": 0,
+                "gas": 21_000,
+                "maxFeePerGas": 10**10,
+                "maxPriorityFeePerGas": 10**9,
+                "nonce": signed.nonce,
+                "chainId": 31337,
+            }
+        )
+        w3.eth.send_raw_transaction(other.raw_transaction)
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.ok, report.error
+        assert [b.state for b in report.batches] == ["failed", "confirmed"]
+        assert report.settled == 1
+        assert _settled_events(world)["0x" + h.hex()] == 1
+        record = journal.get(pid)
+        assert record is not None
+        assert record.state is PaymentState.SETTLED
+        assert record.transaction == _event_tx(world)["0x" + h.hex()] != signed.tx_hash
+
+
+class _FlakyRpc:
+    """A TCP relay to anvil that can stop answering (connections cut, as a dead RPC)."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self.down = False
+        self.cut_after_send = False
+        self.refused = 0
+        self.refused_enough = asyncio.Event()
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def go_down(self) -> None:
+        self.down = True
+        for writer in list(self._conns):
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            self.refused += 1
+            if self.refused >= 3:
+                self.refused_enough.set()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        self._conns.update({writer, up_writer})
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, watch: bool) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+                    if watch and self.cut_after_send and b"eth_sendRawTransaction" in data:
+                        # The transaction reached the node; the answer never comes back.
+                        await asyncio.sleep(0)
+                        self.go_down()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+        self._conns.difference_update({writer, up_writer})
+
+    async def stop(self) -> None:
+        self.go_down()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def flaky(anvil: Anvil) -> AsyncIterator[_FlakyRpc]:
+    assert anvil.port is not None
+    relay = _FlakyRpc(anvil.port)
+    relay.url = await relay.start()
+    yield relay
+    await relay.stop()
+
+
+class TestRpcDown:
+    async def test_rpc_dies_after_broadcast_then_returns_nothing_lost(
+        self, anvil: Anvil, tmp_path: Path, flaky: _FlakyRpc
+    ) -> None:
+        """The RPC dies right after the settle transaction reached the node: the pass
+        retries with back-off, then resolves the batch from its receipt once the
+        RPC answers again; every payment settled once."""
+        world = make_world(anvil, tmp_path / "node", batch_size=5)
+        journal, receipts = world.open_stores()
+        world.fund(payer(7))
+        hashes = [
+            world.pay(receipts, journal, payer(7), value=300, charge=200)[1] for _ in range(4)
+        ]
+        # Connecting is synchronous: off the loop, which runs the relay.
+        reconciler = await asyncio.to_thread(_reconciler, world, journal, flaky.url)
+        flaky.cut_after_send = True
+
+        running = asyncio.create_task(reconciler.run_once())
+        await flaky.refused_enough.wait()
+        assert not running.done()
+        assert len(SettlementStore(journal).open_batches()) == 1
+        assert journal.count(PaymentState.CHARGEABLE) == 4
+        flaky.cut_after_send = False
+        flaky.down = False
+        report = await running
+
+        assert report.ok, report.error
+        assert report.attempts > 1
+        assert report.settled == 4
+        assert journal.count(PaymentState.SETTLED) == 4
+        events = _settled_events(world)
+        assert all(events["0x" + h.hex()] == 1 for h in hashes)
+        assert world.settlement.balance_of(world.agent_id) == 800
+
+    async def test_rpc_down_from_the_start_gives_up_with_an_error_and_keeps_payments(
+        self, anvil: Anvil, tmp_path: Path, flaky: _FlakyRpc
+    ) -> None:
+        """With a bounded back-off, an RPC that never answers ends the pass with an
+        error naming it; the payments stay chargeable for the next pass."""
+        world = make_world(anvil, tmp_path / "node")
+        journal, receipts = world.open_stores()
+        world.fund(payer(8))
+        world.pay(receipts, journal, payer(8), value=300, charge=200)
+        # Connecting is synchronous: off the loop, which runs the relay.
+        reconciler = await asyncio.to_thread(_reconciler, world, journal, flaky.url)
+        flaky.go_down()
+        reconciler._backoff = Backoff(initial=0.01, maximum=0.02, attempts=3)
+
+        report = await reconciler.run_once()
+
+        assert not report.ok
+        assert report.attempts == 3
+        assert "does not answer" in (report.error or "")
+        assert journal.count(PaymentState.CHARGEABLE) == 1
+        assert SettlementStore(journal).open_batches() == []
+
+
+def _fired(trigger: str, journal: Journal, late: bool, settled_target: int) -> bool:
+    """Whether the kill trigger of this run has come."""
+    if trigger == "sent":
+        return bool(SettlementStore(journal).open_batches())
+    if trigger == "settled":
+        return journal.count(PaymentState.SETTLED) >= settled_target
+    return late
+
+
+class TestSigkill:
+    def test_killed_reconcile_processes_settle_every_payment_exactly_once(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """`mesh-x402 reconcile --once` SIGKILLed at random instants, 10 times, with new
+        payments arriving in between; a last run finishes. Every payment is settled
+        exactly once: one PaymentSettled per receipt on chain, and the journal names
+        that transaction."""
+        world = make_world(anvil, tmp_path / "node", batch_size=2)
+        journal, receipts = world.open_stores()
+        who = payer(9)
+        world.fund(who)
+        hashes: dict[str, bytes] = {}
+        rng = random.Random(5)
+        command = [
+            sys.executable, "-m", "mesh_x402", "reconcile",
+            "--config", str(world.config_path), "--once", "--json",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        store = SettlementStore(journal)
+        kills = runs = 0
+        in_flight = 0  # kills that left a batch recorded but not confirmed
+        while kills < 10 and runs < 30:
+            for _ in range(4):
+                pid, h = world.pay(receipts, journal, who, value=1_000, charge=700)
+                hashes[pid] = h
+            runs += 1
+            settled = journal.count(PaymentState.SETTLED)
+            # Kill at a random instant, or right as a batch is committed, or right
+            # after some payments settled: the windows a crash must survive.
+            trigger = rng.choice(["time", "sent", "settled"])
+            started = time.monotonic()
+            delay, progress = rng.uniform(0.5, 3.0), rng.randint(1, 3)
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            while process.poll() is None:
+                if _fired(trigger, journal, time.monotonic() - started > delay, settled + progress):
+                    process.kill()
+                    process.wait()
+                    kills += 1
+                    in_flight += bool(store.open_batches())
+                    break
+                time.sleep(0.002)
+        assert kills == 10
+        assert in_flight > 0, "no kill landed between committing and confirming a batch"
+        final = subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert final.returncode == 0, final.stderr
+        assert json.loads(final.stdout)["ok"] is True
+
+        events = _settled_events(world)
+        tx_of = _event_tx(world)
+        for pid, h in hashes.items():
+            key = "0x" + h.hex()
+            assert events[key] == 1, f"payment {pid} settled {events[key]} times"
+            record = journal.get(pid)
+            assert record is not None
+            assert record.state is PaymentState.SETTLED
+            assert record.transaction == tx_of[key]
+        assert sum(events.values()) == len(hashes)
+        assert world.settlement.balance_of(world.agent_id) == 700 * len(hashes)
+        assert world.token.balance_of(who.address) == FUNDS - 700 * len(hashes)
+        assert SettlementStore(journal).open_batches() == []
