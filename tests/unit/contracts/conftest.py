@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from contract_kit import Chain, deploy
+from contract_kit import Chain, compile_mocks, deploy
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,9 @@ def chain(deployed: Chain) -> Iterator[Chain]:
     snapshot = deployed.tester.take_snapshot()
     yield deployed
     deployed.tester.revert_to_snapshot(snapshot)
+
+
+@pytest.fixture(scope="session")
+def mocks() -> dict[str, tuple[list[Any], str]]:
+    """Test-double contracts (an ERC-1271 wallet, a reentrant token), compiled once."""
+    return compile_mocks()

@@ -9,8 +9,10 @@ against the EIP-712 standard rather than against our other code.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eth_abi import encode as abi_encode
@@ -134,6 +136,40 @@ def deploy(w3: Web3 | None = None) -> Chain:
     registry = _deploy("IdentityRegistry")
     settlement = _deploy("MeshSettlement", token.address, registry.address)
     return Chain(w3, token, registry, settlement, list(w3.eth.accounts))
+
+
+MOCKS = Path(__file__).resolve().parent / "mocks"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def compile_mocks() -> dict[str, tuple[list[Any], str]]:
+    """Compile the test doubles in mocks/ with the pinned solc: {name: (abi, bytecode)}."""
+    spec = importlib.util.spec_from_file_location(
+        "build_contracts", ROOT / "tools" / "build_contracts.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    request = build.standard_input()
+    request["sources"] = {
+        p.name: {"content": p.read_text(encoding="utf-8")} for p in sorted(MOCKS.glob("*.sol"))
+    }
+    output = build.compile_sources(request)
+    return {
+        name: (compiled["abi"], "0x" + compiled["evm"]["bytecode"]["object"])
+        for unit in output["contracts"].values()
+        for name, compiled in unit.items()
+    }
+
+
+def deploy_mock(
+    chain: Chain, mocks: dict[str, tuple[list[Any], str]], name: str, *args: Any
+) -> Contract:
+    abi, bytecode = mocks[name]
+    factory = chain.w3.eth.contract(abi=abi, bytecode=bytecode)
+    receipt = chain.transact(factory.constructor(*args), chain.accounts[0])
+    return chain.w3.eth.contract(address=receipt["contractAddress"], abi=abi)
 
 
 def sign_typed(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from contract_kit import Chain, custom_error, key, revert_reason, sign_wallet_set
+from contract_kit import Chain, custom_error, deploy_mock, key, revert_reason, sign_wallet_set
 from eth_utils import function_abi_to_4byte_selector, keccak
 from web3.types import TxReceipt
 
@@ -271,6 +271,29 @@ class TestAgentWallet:
         proof = make_wallet_proof(chain, 0, owner)
         proof["newWallet"] = chain.settlement.address
         assert revert_reason(_set_wallet(chain, proof), owner) == "invalid wallet sig"
+
+    def test_contract_wallet_with_erc1271(self, chain: Chain, owner: str, mocks: Any) -> None:
+        """A contract wallet proves consent through isValidSignature; a wrong key is refused."""
+        chain.register(owner)
+        wallet_key = key(8)
+        wallet = deploy_mock(chain, mocks, "Erc1271Wallet", wallet_key.address)
+        message = {
+            "agentId": 0,
+            "newWallet": wallet.address,
+            "owner": owner,
+            "deadline": chain.now() + 120,
+        }
+        forged = sign_wallet_set(chain, key(9), message)
+        set_forged = chain.registry.functions.setAgentWallet(
+            0, wallet.address, message["deadline"], forged
+        )
+        assert revert_reason(set_forged, owner) == "invalid wallet sig"
+        proof = sign_wallet_set(chain, wallet_key, message)
+        chain.transact(
+            chain.registry.functions.setAgentWallet(0, wallet.address, message["deadline"], proof),
+            owner,
+        )
+        assert chain.registry.functions.getAgentWallet(0).call() == wallet.address
 
     def test_unset(self, chain: Chain, owner: str, stranger: str) -> None:
         chain.register(owner)

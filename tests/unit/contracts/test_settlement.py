@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from contract_kit import (
@@ -15,6 +16,7 @@ from contract_kit import (
     UNKNOWN_AGENT,
     Chain,
     custom_error,
+    deploy_mock,
     deploy_revert_reason,
     key,
     make_authorization,
@@ -29,6 +31,8 @@ from contract_kit import (
 )
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+
+ZERO = "0x" + "00" * 20
 
 
 @dataclass
@@ -445,6 +449,42 @@ class TestWithdraw:
             world.stranger,
         )
         assert world.settle([make_item(claim, world.entry)])[0] == [NOT_FUNDED]
+
+
+class TestReentrancy:
+    """A hostile token that calls back into the settlement meets the lock."""
+
+    def _hostile(self, world: World, mocks: Any) -> tuple[Any, Any]:
+        """A MeshSettlement over the hostile token, and that token; the payer holds 10,000."""
+        chain = world.chain
+        token = deploy_mock(chain, mocks, "ReentrantToken")
+        settlement_code = {"MeshSettlement": (chain.settlement.abi, _creation_code())}
+        settlement = deploy_mock(
+            chain, settlement_code, "MeshSettlement", token.address, chain.registry.address
+        )
+        chain.transact(token.functions.mint(world.payer.address, 10_000), world.node)
+        return token, settlement
+
+    def test_settle_cannot_be_reentered(self, world: World, mocks: Any) -> None:
+        token, settlement = self._hostile(world, mocks)
+        reenter = settlement.functions.settle([])._encode_transaction_data()
+        world.chain.transact(token.functions.arm(settlement.address, reenter), world.node)
+        item = make_item(make_payment(world.chain, world.payer), world.entry)
+        statuses = settlement.functions.settle([item]).call({"from": world.node, "gas": 5_000_000})
+        assert list(statuses) == [AUTHORIZATION_FAILED]
+
+        world.chain.transact(token.functions.arm(ZERO, b""), world.node)
+        statuses = settlement.functions.settle([item]).call({"from": world.node, "gas": 5_000_000})
+        assert list(statuses) == [SETTLED]
+
+    def test_withdraw_cannot_be_reentered(self, world: World, mocks: Any) -> None:
+        token, settlement = self._hostile(world, mocks)
+        item = make_item(make_payment(world.chain, world.payer), world.entry)
+        world.chain.transact(settlement.functions.settle([item]), world.node)
+        reenter = settlement.functions.withdraw(world.entry)._encode_transaction_data()
+        world.chain.transact(token.functions.arm(settlement.address, reenter), world.node)
+        reason = revert_reason(settlement.functions.withdraw(world.entry), world.node)
+        assert reason == custom_error("TokenTransferFailed(address,uint256)", world.node, 1_000)
 
 
 class TestDeployment:

@@ -11,6 +11,7 @@ from contract_kit import (
     TOKEN_NAME,
     TOKEN_VERSION,
     Chain,
+    deploy_mock,
     key,
     make_authorization,
     revert_reason,
@@ -196,6 +197,28 @@ class TestTransferWithAuthorization:
         twin = dict(transfer, s=(SECP256K1_N - s).to_bytes(32, "big"), v=55 - transfer["v"])
         expected = "ECRecover: invalid signature 's' value"
         assert revert_reason(_vrs_call(chain, twin), relayer) == expected
+
+    def test_contract_payer_with_erc1271(
+        self, chain: Chain, payee: str, relayer: str, mocks: Any
+    ) -> None:
+        """With the bytes overload a contract `from` is asked through ERC-1271."""
+        wallet_key = key(8)
+        wallet = deploy_mock(chain, mocks, "Erc1271Wallet", wallet_key.address)
+        chain.mint(wallet.address, 1_000)
+        message = make_authorization(chain, wallet_key, to=payee)
+        message["from"] = wallet.address
+        forged = sign_authorization(chain, key(9), message)
+        signed = sign_authorization(chain, wallet_key, message)
+        fn = chain.token.get_function_by_signature(
+            "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
+        )
+        args = list(message.values())
+        assert (
+            revert_reason(fn(*args, bytes(forged.signature)), relayer)
+            == "FiatTokenV2: invalid signature"
+        )
+        chain.transact(fn(*args, bytes(signed.signature)), relayer)
+        assert chain.token.functions.balanceOf(payee).call() == 1_000
 
     def test_bad_signature_length(
         self, chain: Chain, payer: LocalAccount, payee: str, relayer: str
