@@ -136,6 +136,7 @@ class Event:
     NONCE_RESERVED: Final = "nonce.reserved"
     NONCE_RESERVATION_CONFLICT: Final = "nonce.reservation_conflict"
     RECEIPT_SIGNED: Final = "receipt.signed"
+    RECEIPT_UNSIGNABLE: Final = "receipt.unsignable"
     RECEIPT_RECEIVED: Final = "receipt.received"
     RECEIPT_DISPUTED: Final = "receipt.disputed"
     RECEIPT_ACKED: Final = "receipt.acked"

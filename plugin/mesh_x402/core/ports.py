@@ -16,6 +16,7 @@ __all__ = [
     "BalanceView",
     "Clock",
     "ExposureView",
+    "ReceiptIssuer",
     "Settlement",
     "Settler",
     "TokenDomain",
@@ -99,6 +100,40 @@ class Settlement:
     ok: bool
     transaction: str
     reason: str | None = None
+
+
+class ReceiptIssuer(Protocol):
+    """Signs usage receipts and tells the mesh about payments (optional capability).
+
+    A node in a paid mesh has one (mesh/receipting.py); a node without an
+    ERC-8004 identity or a mesh has none, and the gate only journals.
+    """
+
+    async def reserve(self, *, payer: str, nonce: str, value: int, valid_before: int) -> None:
+        """Flood a signed reservation of (payer, nonce) before the request is served,
+        so a peer that sees the same authorization afterwards refuses it."""
+        ...
+
+    async def charge(
+        self,
+        payment_id: str,
+        *,
+        payer: str,
+        nonce: str,
+        value: int,
+        request_id: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        charge: int,
+    ) -> None:
+        """Mark the journalled payment `chargeable` and keep its signed receipt, in
+        one transaction, then send the receipt to the nodes it credits.
+
+        Raises:
+            InvalidTransitionError: as `Journal.mark_chargeable`; nothing is written.
+        """
+        ...
 
 
 class Settler(Protocol):

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from mesh_x402.config import NodeConfig
-from mesh_x402.core.ports import BalanceView, Clock, TokenDomain
+from mesh_x402.core.ports import BalanceView, Clock, ReceiptIssuer, TokenDomain
 from mesh_x402.http.upstream import UpstreamClient
 from mesh_x402.store.journal import Journal
 
@@ -36,6 +36,7 @@ class GateContext:
         identity_registry: the ERC-8004 registry address, if any.
         public_url: the gateway's public base URL for the registration file;
             by default taken from each request's `Host`.
+        receipts: signs receipts and floods reservations; None: journal only.
     """
 
     config: NodeConfig
@@ -48,3 +49,4 @@ class GateContext:
     agent_id: int | None = None
     identity_registry: str | None = None
     public_url: str | None = None
+    receipts: ReceiptIssuer | None = None

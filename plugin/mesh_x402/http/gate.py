@@ -10,13 +10,14 @@ because a chain that answers slowly must not delay the plugin's handshake.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from eth_utils.address import to_checksum_address
 
 from mesh_x402.chain.bindings import TokenBinding
 from mesh_x402.chain.client import ChainClient
 from mesh_x402.config import NodeConfig
-from mesh_x402.core.ports import TokenDomain
+from mesh_x402.core.ports import ReceiptIssuer, TokenDomain
 from mesh_x402.errors import ConfigError
 from mesh_x402.http.app import GateApp, build_app
 from mesh_x402.http.balances import BalanceCache
@@ -36,7 +37,11 @@ def read_token_domain(token: TokenBinding, chain_id: int) -> TokenDomain:
 
 
 async def open_gate(
-    config: NodeConfig, *, agent_id: int | None = None, public_url: str | None = None
+    config: NodeConfig,
+    *,
+    agent_id: int | None = None,
+    public_url: str | None = None,
+    receipts: Callable[[Journal], ReceiptIssuer | None] | None = None,
 ) -> GateApp:
     """Connect to the chain, read the token domain, open journal and upstream; build the app.
 
@@ -47,6 +52,8 @@ async def open_gate(
         config: the node config (with `[chain] token` and `settlement` set).
         agent_id: this node's ERC-8004 agentId, for the registration file.
         public_url: the gateway's public base URL, for the registration file.
+        receipts: builds the receipt issuer on the opened journal (its
+            receipts share the journal's file and transactions).
 
     Raises:
         ConfigError: `[chain] token` or `settlement` is not set, or the
@@ -88,6 +95,7 @@ async def open_gate(
                 agent_id=agent_id,
                 identity_registry=chain.identity_registry,
                 public_url=public_url,
+                receipts=None if receipts is None else receipts(journal),
             )
         )
     except ConfigError:

@@ -294,7 +294,8 @@ class Paywall:
             ctx.journal.claim, self._new_payment(exchange, requirements), spendable=balance
         )
         if outcome is not ClaimOutcome.ACCEPTED:
-            replayed = outcome is ClaimOutcome.REPLAYED
+            # RESERVED: a verified peer is serving this authorization already.
+            replayed = outcome in (ClaimOutcome.REPLAYED, ClaimOutcome.RESERVED)
             await self._refuse(
                 send,
                 requirements,
@@ -314,6 +315,14 @@ class Paywall:
             amount=payment.value,
             model=quote.model,
         )
+        if ctx.receipts is not None:
+            # Before forwarding: peers refuse this authorization from now on.
+            await ctx.receipts.reserve(
+                payer=payment.payer,
+                nonce=payment.nonce,
+                value=payment.value,
+                valid_before=payment.valid_before,
+            )
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{path}?{query}" if query else path
         await self._exchange(exchange, target, headers, receive, send)
@@ -403,13 +412,31 @@ class Paywall:
             completion_ceiling=quote.completion_ceiling,
         )
         charge = charge_for_usage(quote, usage.prompt_tokens, usage.completion_tokens)
-        await self._journal(
-            self._ctx.journal.mark_chargeable,
-            exchange.receipt_id,
-            charge=charge,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        )
+        receipts = self._ctx.receipts
+        if receipts is None:
+            await self._journal(
+                self._ctx.journal.mark_chargeable,
+                exchange.receipt_id,
+                charge=charge,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+        else:
+            # The chargeable state and the signed receipt commit together.
+            payment = exchange.payment
+            await asyncio.shield(
+                receipts.charge(
+                    exchange.receipt_id,
+                    payer=payment.payer,
+                    nonce=payment.nonce,
+                    value=payment.value,
+                    request_id=exchange.request_id,
+                    model=quote.model,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    charge=charge,
+                )
+            )
         _log.info(
             Event.PAYMENT_CHARGEABLE,
             receipt_id=exchange.receipt_id,

@@ -212,22 +212,38 @@ class MeshReceipts:
             peers=self._workers(),
             routing_share_bps=settings.routing_share_bps,
         )
-        receipt = Receipt(
-            payer=payer,
-            nonce=bytes.fromhex(nonce[2:]),
-            value=value,
-            request_id=request_id,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            price_version=self._config.pricing.version,
-            timestamp=int(self._clock()),
-            charge=charge,
-            refund=value - charge,
-            entry_agent_id=self._agent_id,
-            credits=attribution.credits,
-            policy=settings.policy,
-        )
+        try:
+            receipt = Receipt(
+                payer=payer,
+                nonce=bytes.fromhex(nonce[2:]),
+                value=value,
+                request_id=request_id,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                price_version=self._config.pricing.version,
+                timestamp=int(self._clock()),
+                charge=charge,
+                refund=value - charge,
+                entry_agent_id=self._agent_id,
+                credits=attribution.credits,
+                policy=settings.policy,
+            )
+        except ValueError as exc:
+            # E.g. a model name longer than a receipt holds. The usage is still
+            # recorded; without a receipt the payment is never settled (the
+            # payer keeps its money), which the log says loudly.
+            _log.error(Event.RECEIPT_UNSIGNABLE, payment_id=payment_id, problem=str(exc))
+            await asyncio.shield(
+                asyncio.to_thread(
+                    self._journal.mark_chargeable,
+                    payment_id,
+                    charge=charge,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                )
+            )
+            return
         digest = receipt_digest(receipt, self._domain)
         signature = sign_digest(self._secret, digest)
         await asyncio.shield(
