@@ -217,13 +217,16 @@ async def test_request_ids_count_from_one_across_restarts(make_node: MakeNode) -
     await host.wait_respawned(before, WAIT)
     await host.health()
     requests = node.observed("request")
-    ids = [line["id"] for line in requests]
-    assert ids == list(range(1, len(ids) + 1))
     pids = [line["pid"] for line in requests]
-    assert len(set(pids)) == 2
+    first = [line["id"] for line in requests if line["pid"] == pids[0]]
     second = [line for line in requests if line["pid"] != pids[0]]
+    assert requests[0] == {**requests[0], "id": 1, "payload": "initialize_request"}
+    assert first == sorted(set(first))  # each id once, counting up
+    # The respawned process continues the count (a request in flight at the
+    # kill may have used an id the old process never read).
     assert second[0]["payload"] == "initialize_request"
-    assert second[0]["id"] > 1
+    assert second[0]["id"] > max(first)
+    assert [line["id"] for line in second] == sorted({line["id"] for line in second})
 
 
 async def test_snapshot_once_and_not_after_respawn(make_node: MakeNode) -> None:
@@ -275,7 +278,9 @@ async def test_unhealthy_plugin_is_killed_and_respawned(make_node: MakeNode) -> 
 
 async def test_quiet_plugin_hits_idle_timeout(make_node: MakeNode) -> None:
     """A plugin that sends no frame for idle_timeout is killed and respawned."""
-    node = await make_node(behaviour="first:silent", idle_timeout=1.0)
+    node = await make_node(
+        behaviour="first:silent", idle_timeout=1.0, plugin_env={"FAKE_KEEPALIVE": "0.2"}
+    )
     host = node.host
     await host.wait_respawned(1, WAIT)
     names = host.event_names()
@@ -284,8 +289,8 @@ async def test_quiet_plugin_hits_idle_timeout(make_node: MakeNode) -> None:
 
 async def test_keepalive_outlives_idle_timeout(make_node: MakeNode) -> None:
     """A plugin that sends a keepalive more often than the idle timeout stays up."""
-    node = await make_node(idle_timeout=1.5, plugin_env={"FAKE_KEEPALIVE": "0.3"})
-    await asyncio.sleep(3.0)  # two idle periods with no host request at all
+    node = await make_node(idle_timeout=2.0, plugin_env={"FAKE_KEEPALIVE": "0.2"})
+    await asyncio.sleep(4.5)  # two idle periods with no host request at all
     assert node.host.spawn_count == 1
     assert node.host.keepalives >= 2
     assert "killed:idle" not in node.host.event_names()
@@ -293,7 +298,7 @@ async def test_keepalive_outlives_idle_timeout(make_node: MakeNode) -> None:
 
 async def test_timed_out_request_is_retried_once_on_fresh_process(make_node: MakeNode) -> None:
     """A request unanswered in time kills the plugin; the retry on the new process answers."""
-    node = await make_node(request_timeout=0.5)
+    node = await make_node(request_timeout=1.5)
     reply = await node.rpc("hang_first")
     host = node.host
     assert reply.WhichOneof("payload") == "error_response"  # the fresh process: unknown method
@@ -303,7 +308,7 @@ async def test_timed_out_request_is_retried_once_on_fresh_process(make_node: Mak
 
 async def test_request_timing_out_twice_raises(make_node: MakeNode) -> None:
     """If the retry times out too, the caller gets RequestTimeoutError; the plugin comes back."""
-    node = await make_node(request_timeout=0.5)
+    node = await make_node(request_timeout=1.5)
     with pytest.raises(RequestTimeoutError, match="twice"):
         await node.rpc("hang")
     host = node.host
