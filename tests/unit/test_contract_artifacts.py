@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,29 @@ class TestRebuild:
         for file_name, text in built.items():
             checked_in = (OUT / file_name).read_text(encoding="utf-8")
             assert text == checked_in, f"{file_name} is stale: run tools/build_contracts.py"
+
+    def test_check_mode_fails_on_a_stale_artifact(self, tmp_path: Path) -> None:
+        """`build_contracts.py --check` exits non-zero and names the file that differs."""
+        for name in ARTIFACT_NAMES:
+            shutil.copy(OUT / f"{name}.json", tmp_path / f"{name}.json")
+        stale = tmp_path / "MeshSettlement.json"
+        stale.write_text(stale.read_text(encoding="utf-8").replace('"runs": 10000', '"runs": 200'))
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tools" / "build_contracts.py"),
+                "--check",
+                "--out",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        assert done.returncode != 0
+        assert "MeshSettlement.json differ" in done.stderr
+        assert "TestUSDC" not in done.stderr
 
     def test_compiler_settings_are_pinned(self) -> None:
         for name in ARTIFACT_NAMES:
