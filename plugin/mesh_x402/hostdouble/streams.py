@@ -35,6 +35,7 @@ from mesh_x402.hostdouble.errors import HostDoubleError
 __all__ = [
     "MAX_RESPONSE_HEADERS",
     "MAX_RESPONSE_HEAD_BYTES",
+    "RELAY_IDLE_SECONDS",
     "STREAM_IDLE_TIMEOUT_MS",
     "PluginRequest",
     "StreamRefusedError",
@@ -49,6 +50,9 @@ __all__ = [
 MAX_RESPONSE_HEAD_BYTES: Final = 16 * 1024
 MAX_RESPONSE_HEADERS: Final = 64
 STREAM_IDLE_TIMEOUT_MS: Final = 30_000
+# The double's own guard, not a mesh-llm fact: a side stream that sends
+# nothing for this long is closed, so a stuck plugin cannot hang a test.
+RELAY_IDLE_SECONDS: Final = 120.0
 _RELAY_CHUNK: Final = 64 * 1024
 _DROPPED_ALWAYS: Final = frozenset({"connection", "transfer-encoding", "content-length"})
 _DROPPED_076: Final = frozenset({"x-request-id", "expect"})
@@ -162,11 +166,13 @@ async def relay_response(
     client: asyncio.StreamWriter,
     *,
     request_id: str | None,
+    idle_timeout: float = RELAY_IDLE_SECONDS,
 ) -> None:
     """Copy the plugin's response to the client until EOF.
 
     With a `request_id` (0.76) the head is read and checked first, any
-    x-request-id the plugin set is removed and the host's is added.
+    x-request-id the plugin set is removed and the host's is added. A
+    plugin silent for `idle_timeout` seconds ends the relay.
 
     Raises:
         StreamRefusedError: (0.76) the head is incomplete, too big or malformed;
@@ -174,7 +180,9 @@ async def relay_response(
     """
     if request_id is not None:
         try:
-            raw_head = await plugin.readuntil(b"\r\n\r\n")
+            raw_head = await asyncio.wait_for(plugin.readuntil(b"\r\n\r\n"), idle_timeout)
+        except asyncio.TimeoutError:
+            raise StreamRefusedError(f"no response head within {idle_timeout:g} s") from None
         except asyncio.IncompleteReadError:
             raise StreamRefusedError("the plugin's response head is incomplete") from None
         except asyncio.LimitOverrunError:
@@ -194,7 +202,10 @@ async def relay_response(
         reason = f" {head.reason}" if head.reason else ""
         client.write(render_head(f"HTTP/{head.version} {head.status}{reason}", headers))
     while True:
-        chunk = await plugin.read(_RELAY_CHUNK)
+        try:
+            chunk = await asyncio.wait_for(plugin.read(_RELAY_CHUNK), idle_timeout)
+        except asyncio.TimeoutError:
+            break
         if not chunk:
             break
         client.write(chunk)

@@ -216,3 +216,16 @@ class TestRelay:
         writer, _ = client_pair
         with pytest.raises(StreamRefusedError, match=message):
             await relay_response(plugin_reader(response), writer, request_id="rid")
+
+
+async def test_silent_plugin_ends_the_relay(
+    client_pair: tuple[asyncio.StreamWriter, asyncio.StreamReader],
+) -> None:
+    """A side stream that never answers gives a 502 reason instead of a hang."""
+    writer, _ = client_pair
+    silent = asyncio.StreamReader()
+    with pytest.raises(StreamRefusedError, match="no response head"):
+        await relay_response(silent, writer, request_id="rid", idle_timeout=0.1)
+    body = asyncio.StreamReader()
+    body.feed_data(b"partial")
+    await relay_response(body, writer, request_id=None, idle_timeout=0.1)
