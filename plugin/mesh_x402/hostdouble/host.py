@@ -75,7 +75,19 @@ class MeshLink(Protocol):
 
 
 class Host:
-    """One node of the double with its one plugin. See INTERFACES.md §1."""
+    """One node of the double with its one plugin. See INTERFACES.md §1.
+
+    `state` is one of new, starting, running, restarting, error (failed to
+    start or respawn; never retried), disabled (answered -32010), stopped.
+
+    `events` holds (monotonic time, name) for assertions; the names are:
+    spawned, connected, initialized, snapshot, respawned, start_failed,
+    respawn_failed, disabled, stopped, exited (the plugin exited on its
+    own), killed:<why> with why in manual, health, idle, timeout, bad_frame,
+    disconnected; capability:<name> for an MCP capability besides tools;
+    channel_dropped:<why> with why in undeclared, other_plugin, not_running;
+    task_failed:<exception> (a bug in the double).
+    """
 
     def __init__(self, config: HostConfig) -> None:
         self.config = config
