@@ -44,8 +44,10 @@ from mesh_x402.http.gate import open_gate
 from mesh_x402.store.journal import Journal, NewPayment, PaymentState
 from x402 import x402Client
 from x402.http.clients.httpx import x402AsyncTransport
+from x402.http.x402_http_client import x402HTTPClient
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 from x402.schemas import PaymentRequirements
+from x402.schemas.v1 import PaymentRequiredV1
 
 pytestmark = pytest.mark.integration
 
@@ -78,17 +80,29 @@ class Chain:
     payer: LocalAccount
 
 
-@pytest.fixture(scope="module")
-def chain() -> Iterator[Chain]:
-    with Anvil() as anvil:
-        client = ChainClient.connect(anvil.url, chain_id=31337)
+def _funded_chain(chain_id: int) -> Iterator[Chain]:
+    with Anvil(chain_id=chain_id) as anvil:
+        client = ChainClient.connect(anvil.url, chain_id=chain_id)
         deployer = dev_account(0)
-        deployment = deploy(client, deployer, with_test_token=True, with_identity_registry=True)
+        deployment = deploy(
+            client, deployer, with_test_token=True, with_identity_registry=True, force=True
+        )
         token = TokenBinding(client, deployment.token)
         payer = Account.from_key("0x" + "5a" * 32)
         token.mint(deployer, payer.address, FUNDS)
         domain = TokenDomain(token.name(), token.version(), client.chain_id, token.address)
         yield Chain(anvil.url, client, deployment, token, domain, payer)
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[Chain]:
+    yield from _funded_chain(31337)
+
+
+@pytest.fixture(scope="module")
+def base_sepolia() -> Iterator[Chain]:
+    """A local chain posing as Base Sepolia (84532), the one the SDK's v1 client can name."""
+    yield from _funded_chain(84532)
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +140,7 @@ async def _start_gate(
         upstream=UpstreamConfig(url=upstream_url, timeout_seconds=10.0),
         chain=ChainConfig(
             rpc=chain.url,
+            chain_id=chain.client.chain_id,
             token=chain.deployment.token,
             settlement=chain.deployment.settlement,
             identity_registry=chain.deployment.identity_registry,
@@ -268,6 +283,38 @@ class TestPaidRequests:
         settle = _decode(response.headers["x-payment-response"])
         assert settle["success"] is True
         assert "payment-response" not in response.headers
+
+    async def test_sdk_v1_payload_is_served(
+        self, tmp_path: Path, base_sepolia: Chain, upstream_api: FakeUpstream
+    ) -> None:
+        """The SDK's own v1 client signs from our v1 body (legacy network name) and is served."""
+        gate, server, app = await _start_gate(
+            tmp_path, base_sepolia, upstream_api.url, upstream_api
+        )
+        try:
+            body = _chat(max_tokens=8)
+            async with httpx.AsyncClient() as client:
+                required = (await client.post(f"{gate.url}/v1/chat/completions", json=body)).json()
+            assert required["accepts"][0]["network"] == "base-sepolia"
+            sdk = x402Client()
+            register_exact_evm_client(sdk, base_sepolia.payer)
+            sdk.set_spend_controls(False)
+            payload = await sdk.create_payment_payload(PaymentRequiredV1.model_validate(required))
+            headers = x402HTTPClient(sdk).encode_payment_signature_header(payload)
+            assert set(headers) == {"X-PAYMENT"}
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    f"{gate.url}/v1/chat/completions", json=body, headers=headers
+                )
+            assert response.status_code == 200, response.text
+            settle = _decode(response.headers["x-payment-response"])
+            assert settle["success"] is True
+            assert settle["network"] == "base-sepolia"
+            assert gate.count(PaymentState.CHARGEABLE) == 1
+        finally:
+            await server.stop()
+            await app.aclose()
+            gate.journal.close()
 
     async def test_stream_first_byte_before_upstream_finishes(self, gate: Gate) -> None:
         """SSE is relayed as it is generated, the usage chunk the client did not ask for is
