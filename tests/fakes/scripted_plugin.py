@@ -11,7 +11,8 @@ Environment:
                      first spawn only (the respawned process behaves). Flags:
                      slow_connect, wrong_id, bad_server_info, disable,
                      no_init_answer, unhealthy, silent, exit_after_init,
-                     huge_head, tcp_stream, refuse_stream, extra_capability
+                     huge_head, tcp_stream, refuse_stream, extra_capability,
+                     split_frames, foreign_id
     FAKE_CONNECT_DELAY  seconds slow_connect waits (default 3)
     FAKE_KEEPALIVE   seconds between keepalive frames (default 1)
     FAKE_CHANNELS    declared channels, comma-separated (default "x402.v1")
@@ -122,11 +123,20 @@ class Plugin:
 
     async def send(self, envelope: pb.Envelope) -> None:
         assert self.writer is not None
-        self.writer.write(encode_frame(envelope))
+        frame = encode_frame(envelope)
+        if "split_frames" in self.flags and len(frame) > 4:
+            # What a careless plugin does: prefix and body in two writes.
+            self.writer.write(frame[:4])
+            await self.writer.drain()
+            await asyncio.sleep(0.05)
+            frame = frame[4:]
+        self.writer.write(frame)
         await self.writer.drain()
 
     async def reply(self, request: pb.Envelope, **payload: object) -> None:
         envelope = pb.Envelope(protocol_version=2, request_id=request.request_id)
+        if "foreign_id" in self.flags and "health_response" in payload:
+            envelope.plugin_id = "someone-else"
         for name, message in payload.items():
             getattr(envelope, name).CopyFrom(message)
         await self.send(envelope)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import sys
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +116,18 @@ async def make_node(tmp_path: Path) -> AsyncIterator[MakeNode]:
 # -- process, socket, environment ----------------------------------------------
 
 
-async def test_environment_socket_and_stderr(make_node: MakeNode) -> None:
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """A home short enough that the socket path stays under 107 bytes."""
+    home = Path(tempfile.mkdtemp(prefix="hd-", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_environment_socket_and_stderr(make_node: MakeNode, short_home: Path) -> None:
     """The plugin gets the three variables plus inherited and configured ones; the
     socket path has mesh-llm's shape and is deleted once accepted; stderr goes to the file."""
-    node = await make_node(plugin_env={"FAKE_EXTRA": "from-config"})
+    node = await make_node(home=short_home, plugin_env={"FAKE_EXTRA": "from-config"})
     host = node.host
     assert host.state == "running"
     (seen,) = node.observed("spawn_env")
@@ -136,6 +146,16 @@ async def test_environment_socket_and_stderr(make_node: MakeNode) -> None:
     assert f"scripted plugin {host.plugin_pid} started" in host.config.stderr_path.read_text()
 
 
+async def test_long_home_puts_socket_in_tmpdir(make_node: MakeNode, tmp_path: Path) -> None:
+    """A socket path over 107 bytes would not bind, so it lives in $TMPDIR; the plugin connects."""
+    node = await make_node(home=tmp_path / ("h" * 110))
+    assert node.host.state == "running"
+    (seen,) = node.observed("spawn_env")
+    endpoint = Path(seen["env"]["MESH_LLM_PLUGIN_ENDPOINT"])
+    assert endpoint.parent == Path(tempfile.gettempdir())
+    assert not await asyncio.to_thread(endpoint.exists)
+
+
 async def test_handshake_is_stored(make_node: MakeNode) -> None:
     """The host keeps the plugin's InitializeResponse and manifest."""
     host = (await make_node()).host
@@ -144,6 +164,22 @@ async def test_handshake_is_stored(make_node: MakeNode) -> None:
     assert host.manifest is not None
     assert [b.binding_id for b in host.manifest.http_bindings] == ["echo", "echo-get", "op"]
     assert host.event_names()[:4] == ["spawned", "connected", "initialized", "snapshot"]
+    await host.health()
+    assert not [name for name in host.event_names() if name.startswith("violation:")]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "violation"),
+    [("split_frames", "violation:split_frame"), ("foreign_id", "violation:foreign_plugin_id")],
+)
+async def test_unforgiven_habits_are_flagged(
+    make_node: MakeNode, behaviour: str, violation: str
+) -> None:
+    """A prefix written apart from its body, or a frame naming another plugin, is flagged
+    (the double still works, so the test that caused it can say what went wrong)."""
+    node = await make_node(behaviour=behaviour)
+    assert (await node.host.health()).status == pb.HealthResponse.STATUS_OK
+    assert violation in node.host.event_names()
 
 
 # -- start failures --------------------------------------------------------------

@@ -86,7 +86,9 @@ class Host:
     own), killed:<why> with why in manual, health, idle, timeout, bad_frame,
     disconnected; capability:<name> for an MCP capability besides tools;
     channel_dropped:<why> with why in undeclared, other_plugin, not_running;
-    task_failed:<exception> (a bug in the double).
+    violation:split_frame (a length prefix written apart from its body) and
+    violation:foreign_plugin_id (a frame naming another plugin): habits a
+    real host does not forgive; task_failed:<exception> (a bug in the double).
     """
 
     def __init__(self, config: HostConfig) -> None:
@@ -387,6 +389,10 @@ class Host:
     def _record(self, name: str) -> None:
         self.events.append((time.monotonic(), name))
 
+    def _violation(self, name: str) -> None:
+        self._record(f"violation:{name}")
+        _log.warning("hostdouble.plugin_violation", plugin=self.plugin_name, violation=name)
+
     def _set_state(self, state: str) -> None:
         self.state = state
         changed, self._changed = self._changed, asyncio.Event()
@@ -468,6 +474,8 @@ class Host:
                 idle_timeout=config.effective_idle_timeout,
                 body_timeout=config.frame_body_timeout,
                 accepts_mesh_streams=config.is_076,
+                plugin_name=config.plugin_name,
+                on_violation=self._violation,
             )
             self._spawn(self._watch_session(session, process))
             request = self._envelope(

@@ -22,7 +22,15 @@ from mesh_x402.errors import FrameError
 from mesh_x402.hostdouble.errors import PluginUnavailableError
 from mesh_x402.mesh.framing import FrameDecoder, encode_frame
 
-__all__ = ["END_BAD_FRAME", "END_EOF", "END_IDLE", "UNSOLICITED_PAYLOADS", "Session"]
+__all__ = [
+    "END_BAD_FRAME",
+    "END_EOF",
+    "END_IDLE",
+    "UNSOLICITED_PAYLOADS",
+    "VIOLATION_FOREIGN_ID",
+    "VIOLATION_SPLIT_FRAME",
+    "Session",
+]
 
 END_EOF: Final = "eof"
 END_IDLE: Final = "idle"
@@ -40,6 +48,12 @@ UNSOLICITED_PAYLOADS: Final = frozenset(
 _READ_CHUNK: Final = 256 * 1024
 
 Handler = Callable[["Session", pb.Envelope], Awaitable[None]]
+Observer = Callable[[str], None]
+
+# Plugin habits a real host does not forgive, reported to `on_violation`:
+VIOLATION_SPLIT_FRAME: Final = "split_frame"  # a length prefix that arrived alone
+VIOLATION_FOREIGN_ID: Final = "foreign_plugin_id"  # plugin_id neither empty nor the name
+_PREFIX_BYTES: Final = 4
 
 
 class Session:
@@ -53,6 +67,11 @@ class Session:
         body_timeout: seconds allowed for the rest of a frame once it started.
         accepts_mesh_streams: 0.76 takes OpenMeshStreamRequest as a request,
             0.66 takes it as a (stray) reply.
+        plugin_name: the configured name; frames may carry it or nothing.
+        on_violation: called with a VIOLATION_* name when the plugin does
+            something mesh-llm's reader is not safe against. A prefix
+            written apart from its body is one: the host's reader may
+            misread a frame that arrives in pieces while it is sending.
     """
 
     def __init__(
@@ -64,6 +83,8 @@ class Session:
         idle_timeout: float | None,
         body_timeout: float,
         accepts_mesh_streams: bool,
+        plugin_name: str = "",
+        on_violation: Observer | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -75,6 +96,8 @@ class Session:
             if accepts_mesh_streams
             else UNSOLICITED_PAYLOADS - {"open_mesh_stream_request"}
         )
+        self._plugin_name = plugin_name
+        self._on_violation = on_violation
         self._pending: dict[int, asyncio.Future[pb.Envelope]] = {}
         self._send_lock = asyncio.Lock()
         self._closed = False
@@ -146,12 +169,20 @@ class Session:
                     envelopes = decoder.feed(data)
                 except FrameError as exc:
                     return self._end(END_BAD_FRAME, str(exc))
+                if decoder.pending_bytes == _PREFIX_BYTES:
+                    self._violation(VIOLATION_SPLIT_FRAME)
                 for envelope in envelopes:
                     await self._dispatch(envelope)
         finally:
             await self.close()
 
+    def _violation(self, name: str) -> None:
+        if self._on_violation is not None:
+            self._on_violation(name)
+
     async def _dispatch(self, envelope: pb.Envelope) -> None:
+        if envelope.plugin_id and self._plugin_name and envelope.plugin_id != self._plugin_name:
+            self._violation(VIOLATION_FOREIGN_ID)
         payload = envelope.WhichOneof("payload")
         if payload in self._unsolicited:
             await self._on_message(self, envelope)

@@ -31,7 +31,11 @@ class Pair:
 
 
 async def make_pair(
-    *, idle: float | None = None, body: float = 5.0, mesh_streams: bool = True
+    *,
+    idle: float | None = None,
+    body: float = 5.0,
+    mesh_streams: bool = True,
+    violations: list[str] | None = None,
 ) -> Pair:
     host_sock, plugin_sock = socket.socketpair()
     reader, writer = await asyncio.open_unix_connection(sock=host_sock)
@@ -48,6 +52,8 @@ async def make_pair(
         idle_timeout=idle,
         body_timeout=body,
         accepts_mesh_streams=mesh_streams,
+        plugin_name="x402",
+        on_violation=None if violations is None else violations.append,
     )
     return Pair(session, plugin_reader, plugin_writer, unsolicited)
 
@@ -191,3 +197,35 @@ async def test_call_times_out(pair: Pair) -> None:
         await pair.session.call(pb.Envelope(request_id=5, health_request=pb.HealthRequest()), 0.1)
     pair.plugin_writer.close()
     await runner
+
+
+async def test_prefix_written_alone_is_flagged(make: Maker) -> None:
+    """A length prefix that arrives without its body is flagged; the frame still decodes."""
+    violations: list[str] = []
+    made = await make(violations=violations)
+    runner = asyncio.ensure_future(made.session.run())
+    frame = encode_frame(pb.Envelope(rpc_notification=pb.RpcNotification(method="n")))
+    made.plugin_writer.write(frame[:4])
+    await made.plugin_writer.drain()
+    for _ in range(1000):  # until the session has read the lone prefix
+        if violations:
+            break
+        await asyncio.sleep(0.001)
+    made.plugin_writer.write(frame[4:])
+    made.plugin_writer.close()
+    assert await runner == END_EOF
+    assert violations == ["split_frame"]
+    assert [e.rpc_notification.method for e in made.unsolicited] == ["n"]
+
+
+async def test_whole_frames_and_own_name_are_fine(make: Maker) -> None:
+    """Frames written whole, with an empty plugin_id or the configured one, raise nothing;
+    another plugin's name is flagged."""
+    violations: list[str] = []
+    made = await make(violations=violations)
+    runner = asyncio.ensure_future(made.session.run())
+    frames = [pb.Envelope(plugin_id=name) for name in ("", "x402", "other")]
+    made.plugin_writer.write(b"".join(encode_frame(frame) for frame in frames))
+    made.plugin_writer.close()
+    await runner
+    assert violations == ["foreign_plugin_id"]
