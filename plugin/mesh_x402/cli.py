@@ -31,6 +31,8 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "withdraw": ("withdraw", "pay this node's credited balance to its agentWallet"),
     "reconcile": ("reconcile", "settle chargeable payments on chain now and check credits"),
     "receipts": ("receipts", "list this node's usage receipts (table or --json)"),
+    "pay": ("pay", "pay a node for one chat completion with the x402 SDK; show quote and receipt"),
+    "devnet": ("devnet", "run a whole paid mesh on this machine and print an audited report"),
 }
 
 
