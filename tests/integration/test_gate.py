@@ -41,6 +41,7 @@ from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.errors import ConfigError
 from mesh_x402.http.app import GateApp
 from mesh_x402.http.gate import open_gate
+from mesh_x402.http.server import HttpServer
 from mesh_x402.store.journal import Journal, NewPayment, PaymentState
 from x402 import x402Client
 from x402.http.clients.httpx import x402AsyncTransport
@@ -750,6 +751,57 @@ class TestStartUp:
             assert receipt["state"] == "released"
             assert receipt["reason"] == "interrupted"
         finally:
+            await server.stop()
+            await app.aclose()
+            gate.journal.close()
+
+
+class TestBindingSocket:
+    async def test_paid_request_as_the_host_relays_it(
+        self, tmp_path: Path, chain: Chain, upstream_api: FakeUpstream
+    ) -> None:
+        """Over the binding's Unix socket, with the host's framing (whole request,
+        `Connection: close`, half-close, read to EOF), a paid request is served."""
+        gate, server, app = await _start_gate(tmp_path, chain, upstream_api.url, upstream_api)
+        binding = HttpServer(app)
+        sock_path = tmp_path / "http.sock"
+        binding.listen_unix(sock_path)
+        await binding.start()
+        try:
+            body = _chat(max_tokens=8)
+            requirements = await _requirements(gate, body)
+            header = encode_header(
+                sign_payment(chain.payer, requirements, chain.domain, now=_now())
+            )
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            raw = (
+                b"POST /v1/chat/completions HTTP/1.1\r\n"
+                b"Host: 127.0.0.1:3131\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Connection: close\r\n"
+                b"x-request-id: 2f1e0c6e-7d6a-4c3b-9d3c-1d2e3f405162\r\n"
+                + f"Content-Length: {len(content)}\r\n".encode()
+                + f"PAYMENT-SIGNATURE: {header}\r\n\r\n".encode()
+                + content
+            )
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(raw)
+            await writer.drain()
+            writer.write_eof()  # the host half-closes once the request is written
+            answer = await asyncio.wait_for(reader.read(), timeout=30)
+            writer.close()
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            assert lines[0] == "HTTP/1.1 200 OK"
+            fields = dict(line.split(": ", 1) for line in lines[1:])
+            settle = _decode(fields["payment-response"])
+            assert settle["success"] is True
+            assert json.loads(payload)["usage"]["completion_tokens"] == 8
+            record = gate.journal.get(settle["extra"]["receiptId"])
+            assert record is not None
+            assert record.state is PaymentState.CHARGEABLE
+        finally:
+            await binding.stop()
             await server.stop()
             await app.aclose()
             gate.journal.close()
