@@ -235,6 +235,13 @@ class Host:
             self._set_state("stopped")
         await self._management.stop()
 
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def kill(self) -> None:
         """SIGKILL the plugin as mesh-llm does on a failure; the host respawns it.
 

@@ -117,6 +117,17 @@ class Mesh:
         """Stop every host."""
         await asyncio.gather(*(host.stop() for host in self.hosts))
 
+    async def __aenter__(self) -> Mesh:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def link(self, a: int, b: int) -> None:
         """Make hosts `a` and `b` direct peers; both plugins get PEER_UP."""
         self._check_pair(a, b)
