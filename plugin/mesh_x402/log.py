@@ -115,6 +115,7 @@ class Event:
     SERVE_FAILED: Final = "serve.failed"
     HTTP_LISTENING: Final = "http.listening"
     HTTP_HEAD_TOO_LARGE: Final = "http.head_too_large"
+    HTTP_SERVER_ERROR: Final = "http.server_error"
     HTTP_GATEWAY_UNAVAILABLE: Final = "http.gateway_unavailable"
     # payments (the x402 gate)
     PAYMENT_REQUIRED: Final = "payment.required"
@@ -127,6 +128,8 @@ class Event:
     PAYMENT_SETTLE_FAILED: Final = "payment.settle_failed"
     BALANCE_REFRESH_FAILED: Final = "balance.refresh_failed"
     # receipts and the x402.v1 gossip
+    GOSSIP_STARTED: Final = "gossip.started"
+    GOSSIP_DISABLED: Final = "gossip.disabled"
     GOSSIP_DROPPED: Final = "gossip.dropped"
     GOSSIP_HELD: Final = "gossip.held"
     IDENTITY_CLAIMED: Final = "identity.claimed"

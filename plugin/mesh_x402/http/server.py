@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import stat
@@ -121,6 +122,26 @@ class _HalfCloseH11(H11Protocol):
         return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
 
 
+class _ToStructlog(logging.Handler):
+    """Sends uvicorn's own warnings and errors (an app exception, a protocol
+    error) to the plugin's log as JSON, instead of plain text on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _log.log(
+            record.levelno,
+            Event.HTTP_SERVER_ERROR,
+            message=record.getMessage(),
+            exc_info=record.exc_info or False,
+        )
+
+
+def _route_uvicorn_logs() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(handler, _ToStructlog) for handler in logger.handlers):
+        logger.addHandler(_ToStructlog(logging.WARNING))
+    logger.propagate = False
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the `serve` command."""
 
@@ -212,6 +233,7 @@ class HttpServer:
             h11_max_incomplete_event_size=_MAX_REQUEST_HEAD_BYTES,
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         )
+        _route_uvicorn_logs()
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=self._sockets))
 

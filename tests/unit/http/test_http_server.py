@@ -14,6 +14,7 @@ import httpx
 import pytest
 from mesh_x402.http.placeholder import placeholder_app
 from mesh_x402.http.server import ASGIApp, HttpServer, Receive, Scope, Send
+from structlog.testing import capture_logs
 
 WAIT = 10.0
 
@@ -151,3 +152,19 @@ class TestHeadLimits:
         assert len(got) <= 64
         assert len(response.partition(b"\r\n\r\n")[0]) < 16 * 1024
         assert json.loads(body)["error"]["type"] == "server_error"
+
+
+async def test_app_exception_is_logged_as_an_event(serve_app):
+    """uvicorn's own error report goes to the plugin's structured log, not raw stderr."""
+
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("app bug")
+
+    path, _ = await serve_app(broken)
+    with capture_logs() as logs:
+        status, _, _ = split(await exchange(path))
+    assert status == 500
+    errors = [entry for entry in logs if entry["event"] == "http.server_error"]
+    assert errors
+    assert errors[0]["log_level"] == "error"
+    assert "Exception in ASGI application" in errors[0]["message"]
