@@ -39,7 +39,9 @@ from mesh_x402.mesh.streams import StreamNegotiator
 from mesh_x402.mesh.view import MeshView
 
 if TYPE_CHECKING:
-    from mesh_x402.http.server import HttpServer
+    from mesh_x402.http.server import ASGIApp, HttpServer
+    from mesh_x402.mesh.channels import ChannelMessage
+    from mesh_x402.mesh.peering import Peering
 
 __all__ = ["configure", "effective_config", "run", "socket_path"]
 
@@ -114,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_hosted(config, key, endpoint, plugin_id))
 
 
-async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: str) -> int:
+async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one place
+    config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: str
+) -> int:
     """Connect to the host, answer it, then bring up HTTP; return when the host is gone."""
     try:
         reader, writer = await asyncio.open_unix_connection(endpoint)
@@ -129,12 +133,14 @@ async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: st
     channel = Channel(session.send)
     presence = Presence(channel, view, __version__)
     negotiator = StreamNegotiator()
+    stack = _AppStack(config, key)
 
     async def on_event(envelope: pb.Envelope) -> None:
         event = envelope.mesh_event
         _log.info(Event.MESH_EVENT, kind=event.kind, peer=event.peer.peer_id or None)
         view.apply(event)
         await presence.on_event(event)
+        await stack.on_event(event)
 
     async def on_channel(envelope: pb.Envelope) -> None:
         await channel.deliver(envelope.channel_message)
@@ -156,7 +162,7 @@ async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: st
         if not link.done():
             unix_path = socket_path(config.state_path)
             try:
-                http = await _start_http(config, unix_path)
+                http = await _start_http(config, unix_path, await stack.open(channel, view))
             except OSError as exc:
                 _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {unix_path}: {exc}")
                 link.cancel()
@@ -173,14 +179,16 @@ async def _hosted(config: NodeConfig, key: NodeKey, endpoint: str, plugin_id: st
     finally:
         if http is not None:
             await http.stop()
+        await stack.aclose()
     _log.info(Event.SERVE_STOPPED, reason="host closed the connection")
     return 0
 
 
 async def _standalone(config: NodeConfig, key: NodeKey) -> int:
     """Serve the HTTP app on the gateway port until SIGINT or SIGTERM."""
+    stack = _AppStack(config, key)
     try:
-        http = await _start_http(config, None)
+        http = await _start_http(config, None, await stack.open(None, None))
     except OSError as exc:
         _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {config.gateway.listen}: {exc}")
         return 1
@@ -191,11 +199,81 @@ async def _standalone(config: NodeConfig, key: NodeKey) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await http.stop()
+    await stack.aclose()
     _log.info(Event.SERVE_STOPPED, reason="signal")
     return 0
 
 
-async def _start_http(config: NodeConfig, unix_path: Path | None) -> HttpServer:
+class _AppStack:
+    """The HTTP app and, under a host, the peer layer (identities, gossip, receipts).
+
+    Built before the handshake (nothing here blocks); `open` runs after it.
+    Mesh events and channel messages pass by until the peer layer is up.
+    """
+
+    def __init__(self, config: NodeConfig, key: NodeKey) -> None:
+        self._config = config
+        self._key = key
+        self._app: ASGIApp | None = None
+        self._peering: Peering | None = None
+
+    async def on_event(self, event: pb.MeshEvent) -> None:
+        if self._peering is not None:
+            await self._peering.on_event(event)
+
+    async def _receive(self, message: ChannelMessage) -> None:
+        if self._peering is not None:
+            await self._peering.receive(message)
+
+    async def open(self, channel: Channel | None, view: MeshView | None) -> ASGIApp:
+        """The x402 gate when `[chain] token` and `settlement` are set, else the placeholder.
+
+        A chain that cannot be reached at start leaves the placeholder (501
+        answers) rather than no plugin: the host link must stay up.
+        """
+        # The first import takes a few hundred ms: done in a thread so the host
+        # link keeps answering health checks meanwhile.
+        await asyncio.to_thread(importlib.import_module, "mesh_x402.http.server")
+        from mesh_x402.http.placeholder import placeholder_app  # noqa: PLC0415
+
+        self._app = placeholder_app
+        config = self._config
+        if config.chain.token is None or config.chain.settlement is None:
+            return self._app
+        await asyncio.to_thread(importlib.import_module, "mesh_x402.mesh.peering")
+        from mesh_x402.errors import ChainError  # noqa: PLC0415
+        from mesh_x402.http.gate import open_gate  # noqa: PLC0415
+        from mesh_x402.mesh.peering import Peering  # noqa: PLC0415
+        from mesh_x402.state import load_identity  # noqa: PLC0415
+
+        layer = None
+        if channel is not None and view is not None:
+            layer = Peering(config, self._key, channel, view)
+            await layer.prepare()
+            channel.subscribe(self._receive)
+        try:
+            identity = load_identity(config.state_path)
+            self._app = await open_gate(
+                config,
+                agent_id=None if identity is None else identity.agent_id,
+                receipts=None if layer is None else layer.attach,
+            )
+        except (ConfigError, ChainError) as exc:
+            _log.error(Event.SERVE_FAILED, reason=f"payment gate unavailable: {exc}")
+            return self._app
+        self._peering = layer
+        return self._app
+
+    async def aclose(self) -> None:
+        """Close the peer layer, then the gate (journal, upstream pool); after the servers."""
+        if self._peering is not None:
+            await self._peering.aclose()
+        aclose = getattr(self._app, "aclose", None)  # the gate has one, the placeholder none
+        if aclose is not None:
+            await aclose()
+
+
+async def _start_http(config: NodeConfig, unix_path: Path | None, app: ASGIApp) -> HttpServer:
     """Import the HTTP stack (only now: it is the slow part) and start it.
 
     Under a host the gateway port is a second door: if it cannot be bound
@@ -205,13 +283,9 @@ async def _start_http(config: NodeConfig, unix_path: Path | None) -> HttpServer:
     Raises:
         OSError: a socket that must exist cannot be bound.
     """
-    # The first import takes a few hundred ms: done in a thread so the host
-    # link keeps answering health checks meanwhile.
-    await asyncio.to_thread(importlib.import_module, "mesh_x402.http.server")
-    from mesh_x402.http.placeholder import placeholder_app  # noqa: PLC0415
     from mesh_x402.http.server import HttpServer  # noqa: PLC0415
 
-    server = HttpServer(placeholder_app)
+    server = HttpServer(app)
     if unix_path is not None:
         server.listen_unix(unix_path)
     host, port = parse_host_port(config.gateway.listen)

@@ -81,8 +81,6 @@ DEDUP_CAPACITY: Final = 8192
 HOLD_SECONDS: Final = 30.0
 MAX_HELD: Final = 256
 _MAX_HELD_PER_SENDER: Final = 16
-# Our claim goes out again at most this often when a new peer shows up.
-_CLAIM_ECHO_SECONDS: Final = 2.0
 _PEER_ID: Final = re.compile(r"^[0-9a-f]{64}$")
 
 _TYPES: Final[Mapping[str, int]] = {
@@ -192,7 +190,9 @@ class Gossip:
         self._held: dict[int, deque[_Held]] = {}
         self._held_count = 0
         self._claims_checking: dict[Claim, bytes] = {}
-        self._last_claim = float("-inf")
+        # Agents we answered with our own claim once they verified (bounded by
+        # the registry: only registered agents verify).
+        self._answered: set[int] = set()
         identities.on_verdict(self._on_verdict)
 
     def on(self, body: str, handler: Handler) -> None:
@@ -236,7 +236,6 @@ class Gossip:
         peer_id = self._local_peer_id()
         if not peer_id:
             return False
-        self._last_claim = self._clock()
         await self.publish(
             "identity_claim",
             gpb.IdentityClaim(
@@ -388,8 +387,10 @@ class Gossip:
             self.counters["accepted_identity_claim"] += 1
             if raw is not None:
                 await self._channel.send(raw, kind=KIND, content_type=CONTENT_TYPE)
-            if self._clock() - self._last_claim >= _CLAIM_ECHO_SECONDS:
-                # A peer we did not know: it may not know us either.
+            if claim.agent_id not in self._answered:
+                # A peer we did not know may not know us either (its plugin
+                # may have started after our claim went out).
+                self._answered.add(claim.agent_id)
                 await self.claim()
         now = self._clock()
         for held in queue:

@@ -347,10 +347,13 @@ class MeshReceipts:
         if problem is not None:
             self._refuse(problem, receipt_hash="0x" + digest.hex())
             return
-        await asyncio.to_thread(self._store.add_receipt, receipt, digest, message.signature)
         countersignature = sign_digest(self._secret, digest)
         await asyncio.to_thread(
-            self._store.add_ack, digest, self._agent_id, self._gossip.address, countersignature
+            self._store.add_receipt,
+            receipt,
+            digest,
+            message.signature,
+            own_ack=(self._agent_id, self._gossip.address, countersignature),
         )
         _log.info(
             Event.RECEIPT_RECEIVED,

@@ -218,10 +218,26 @@ class ReceiptStore:
             )
             self._insert_receipt(db, receipt, receipt_hash, signature, payment_id)
 
-    def add_receipt(self, receipt: Receipt, receipt_hash: bytes, signature: bytes) -> bool:
-        """Keep a receipt another node signed (already checked). True when it is new."""
+    def add_receipt(
+        self,
+        receipt: Receipt,
+        receipt_hash: bytes,
+        signature: bytes,
+        *,
+        own_ack: tuple[int, str, bytes] | None = None,
+    ) -> bool:
+        """Keep a receipt another node signed (already checked). True when it is new.
+
+        Args:
+            own_ack: this node's countersignature (agentId, signer, signature),
+                kept in the same transaction: a participant never holds the
+                receipt without its ack.
+        """
         with self._journal.transaction() as db:
-            return self._insert_receipt(db, receipt, receipt_hash, signature, None)
+            new = self._insert_receipt(db, receipt, receipt_hash, signature, None)
+            if own_ack is not None:
+                self._insert_ack(db, receipt_hash, *own_ack)
+            return new
 
     def get(self, receipt_hash: bytes) -> StoredReceipt | None:
         """The receipt with this hash, or None."""
@@ -298,18 +314,28 @@ class ReceiptStore:
 
     def add_ack(self, receipt_hash: bytes, agent_id: int, signer: str, signature: bytes) -> bool:
         """Keep a countersignature (already checked). True when it is new."""
+        with self._journal.transaction() as db:
+            return self._insert_ack(db, receipt_hash, agent_id, signer, signature)
+
+    def _insert_ack(
+        self,
+        db: sqlite3.Connection,
+        receipt_hash: bytes,
+        agent_id: int,
+        signer: str,
+        signature: bytes,
+    ) -> bool:
         if agent_id > _MAX_SQL_INT:
             raise ValueError(f"agentId {agent_id} is too large for the store")
-        with self._journal.transaction() as db:
-            return (
-                db.execute(
-                    "INSERT INTO receipt_acks (receipt_hash, agent_id, signer, signature, "
-                    "created_at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (receipt_hash, agent_id) DO NOTHING",
-                    (_hex(receipt_hash), agent_id, signer, _hex(signature), self._clock()),
-                ).rowcount
-                == 1
-            )
+        return (
+            db.execute(
+                "INSERT INTO receipt_acks (receipt_hash, agent_id, signer, signature, "
+                "created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (receipt_hash, agent_id) DO NOTHING",
+                (_hex(receipt_hash), agent_id, signer, _hex(signature), self._clock()),
+            ).rowcount
+            == 1
+        )
 
     def acks(self, receipt_hash: bytes) -> list[Ack]:
         """The countersignatures kept for a receipt, by agentId."""
