@@ -411,3 +411,360 @@ async def test_stop_kills_the_plugin(make_node: MakeNode) -> None:
         os.kill(pid, 0)
     assert node.observed("eof") == []
     assert "shutdown_request" not in [line["payload"] for line in node.observed("request")]
+
+
+# -- streamed bindings through the management listener ---------------------------
+
+
+async def raw_request(host: Host, data: bytes) -> tuple[bytes, bytes]:
+    """Send raw bytes to the management port; return (any 100 Continue, final answer)."""
+    port = int(host.management_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), WAIT)
+    writer.close()
+    await writer.wait_closed()
+    informational, sep, final = received.rpartition(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return (informational + sep, final) if sep else (b"", received)
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, list[str]], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def _request_headers(text: str) -> dict[str, list[str]]:
+    head = text.partition("\r\n\r\n")[0]
+    headers: dict[str, list[str]] = {}
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return headers
+
+
+CLIENT_REQUEST = (
+    b"POST /api/plugins/fake/http/echo?a=1&b=2 HTTP/1.1\r\n"
+    b"Host: localhost:3131\r\n"
+    b"X-Request-Id: client-chosen\r\n"
+    b"Expect: 100-continue\r\n"
+    b"Connection: keep-alive\r\n"
+    b"Payment-Signature: c2lnbmVk\r\n"
+    b"Content-Length: 11\r\n\r\n"
+    b"hello world"
+)
+
+
+async def test_076_stream_negotiation_and_rewriting(make_node: MakeNode) -> None:
+    """0.76: OpenStreamRequest as the sheet says; the plugin sees the rewritten request;
+    the client gets 100 from the host, then the plugin's answer with the host's request id."""
+    node = await make_node()
+    informational, answer = await raw_request(node.host, CLIENT_REQUEST)
+    assert informational == b"HTTP/1.1 100 Continue\r\n\r\n"
+    status, headers, body = parse(answer)
+    assert status == 200
+    echoed = json.loads(body)
+    opened = echoed["opened"]
+    assert re.fullmatch(r"http-\d+-\d+", opened["stream_id"])
+    assert opened["purpose"] == pb.STREAM_PURPOSE_GENERIC
+    assert opened["mode"] == pb.STREAM_MODE_HTTP1
+    assert opened["bidirectional"] is True
+    assert opened["content_type"] == "application/http"
+    assert opened["metadata"] == {"binding_id": "echo", "method": "POST", "path": "/echo"}
+    assert opened["idle_timeout_ms"] == 30000
+    raw = echoed["raw"]
+    assert opened["expected_bytes"] == len(raw.encode("latin-1"))
+    assert raw.startswith("POST /echo?a=1&b=2 HTTP/1.1\r\n")
+    assert raw.endswith("\r\n\r\nhello world")
+    seen = _request_headers(raw)
+    (request_id,) = seen["x-request-id"]
+    uuid.UUID(request_id)
+    assert "expect" not in seen
+    assert seen["connection"] == ["close"]
+    assert seen["payment-signature"] == ["c2lnbmVk"]
+    assert seen["host"] == ["localhost:3131"]
+    assert headers["x-request-id"] == [request_id]
+
+
+async def test_076_keeps_client_uuid(make_node: MakeNode) -> None:
+    """0.76: a client x-request-id that is a UUID reaches the plugin and comes back."""
+    node = await make_node()
+    client_id = str(uuid.uuid4())
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            f"{node.host.management_url}/api/plugins/fake/http/echo",
+            headers={"x-request-id": client_id},
+        )
+    assert response.status_code == 200
+    assert response.headers.get_list("x-request-id") == [client_id]
+    seen = _request_headers(response.json()["raw"])
+    assert seen["x-request-id"] == [client_id]
+    assert response.json()["opened"]["metadata"]["binding_id"] == "echo-get"
+
+
+async def test_066_stream_passes_headers_and_response(make_node: MakeNode) -> None:
+    """0.66: the plugin sees the client's headers as sent (plus Connection: close) and its
+    response reaches the client unchanged."""
+    node = await make_node(generation="0.66")
+    _, answer = await raw_request(node.host, CLIENT_REQUEST)
+    status, headers, body = parse(answer)
+    assert status == 200
+    assert headers["x-request-id"] == ["set-by-plugin"]
+    seen = _request_headers(json.loads(body)["raw"])
+    assert seen["x-request-id"] == ["client-chosen"]
+    assert seen["expect"] == ["100-continue"]
+    assert seen["connection"] == ["close"]
+
+
+async def test_plugin_status_passes_through(make_node: MakeNode) -> None:
+    """Any status the plugin writes (402 included) reaches the client."""
+    node = await make_node()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{node.host.management_url}/api/plugins/fake/http/echo",
+            headers={"x-fake-status": "402"},
+            content=b"{}",
+        )
+    assert response.status_code == 402
+
+
+@pytest.mark.parametrize(("generation", "status"), [("0.76", 502), ("0.66", 200)])
+async def test_response_head_check(make_node: MakeNode, generation: str, status: int) -> None:
+    """A response head with more than 64 headers is refused by 0.76 only."""
+    node = await make_node(behaviour="huge_head", generation=generation)
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{node.host.management_url}/api/plugins/fake/http/echo")
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "message"), [("tcp_stream", "TCP"), ("refuse_stream", "refused")]
+)
+async def test_unusable_stream_is_502(make_node: MakeNode, behaviour: str, message: str) -> None:
+    """A TCP endpoint or a refused stream gives the client a 502 naming why."""
+    node = await make_node(behaviour=behaviour)
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{node.host.management_url}/api/plugins/fake/http/echo")
+    assert response.status_code == 502
+    assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status_076"),
+    [
+        ({"Host": "example.com"}, 403),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Host": "localhost:3131", "Origin": "http://127.0.0.1:8080"}, 200),
+    ],
+)
+async def test_trusted_local_rule(
+    make_node: MakeNode, headers: dict[str, str], status_076: int
+) -> None:
+    """0.76 serves plugin routes to trusted local callers only; 0.66 serves anyone."""
+    node_076 = await make_node()
+    node_066 = await make_node(generation="0.66")
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(
+            f"{node_076.host.management_url}/api/plugins/fake/http/echo", headers=headers
+        )
+        served = await client.post(
+            f"{node_066.host.management_url}/api/plugins/fake/http/echo", headers=headers
+        )
+    assert refused.status_code == status_076
+    assert served.status_code == 200
+    if status_076 == 403:
+        await node_076.barrier()
+        assert node_076.observed("stream") == []
+
+
+async def test_management_limits(make_node: MakeNode) -> None:
+    """Body over 8 MiB: 413; head over 64 KiB or 65 headers: 431; the plugin is never asked."""
+    node = await make_node()
+    url = f"{node.host.management_url}/api/plugins/fake/http/echo"
+    async with httpx.AsyncClient() as client:
+        too_big = await client.post(url, content=b"x" * (8 * 1024 * 1024 + 1))
+        big_head = await client.post(url, headers={"X-Big": "a" * 70_000})
+        many = await client.post(url, headers={f"X-H{i}": "v" for i in range(65)})
+    assert too_big.status_code == 413
+    assert big_head.status_code == 431
+    assert many.status_code == 431
+    await node.barrier()
+    assert node.observed("stream") == []
+
+
+async def test_buffered_binding_invokes_operation(make_node: MakeNode) -> None:
+    """A buffered binding reaches the plugin as InvokeServiceRequest with merged input."""
+    node = await make_node()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{node.host.management_url}/api/plugins/fake/http/op?x=1", json={"y": 2}
+        )
+    assert response.status_code == 200
+    assert response.json() == {"operation": "echo-op", "input": {"x": "1", "y": 2}}
+
+
+async def test_blackboard_on_private_mesh_only(make_node: MakeNode) -> None:
+    """The blackboard stand-in answers on a private mesh, and not on a public one."""
+    private = await make_node(blackboard=True)
+    public = await make_node(blackboard=True, mesh_visibility="public")
+    async with httpx.AsyncClient() as client:
+        posted = await client.post(
+            f"{private.host.management_url}/api/plugins/blackboard/http/post",
+            json={"text": "node up", "from": "fake"},
+        )
+        feed = await client.get(f"{private.host.management_url}/api/plugins/blackboard/http/feed")
+        refused = await client.get(f"{public.host.management_url}/api/plugins/blackboard/http/feed")
+    assert posted.status_code == 200
+    assert posted.json()["peer_id"] == private.host.peer_id
+    assert [item["text"] for item in feed.json()] == ["node up"]
+    assert refused.status_code == 404
+
+
+async def test_blackboard_posts_are_gossiped(make_node: MakeNode) -> None:
+    """A post on one node's blackboard shows in another node's feed and search."""
+    _, nodes = await start_mesh(make_node, [{"blackboard": True}, {"blackboard": True}])
+    first, second = (node.host.management_url for node in nodes)
+    base = "/api/plugins/blackboard/http"
+    async with httpx.AsyncClient() as client:
+        posted = await client.post(f"{first}{base}/post", json={"text": "offer: m1", "from": "a"})
+        feed = await client.get(f"{second}{base}/feed")
+        search = await client.get(f"{second}{base}/search", params={"q": "OFFER"})
+    assert posted.status_code == 200
+    assert [item["id"] for item in feed.json()] == [posted.json()["id"]]
+    assert [item["text"] for item in search.json()] == ["offer: m1"]
+
+
+# -- mesh: channel relay and peer events -------------------------------------------
+
+
+async def start_mesh(
+    make_node: MakeNode, specs: list[dict[str, Any]], links: list[tuple[int, int]] | None = None
+) -> tuple[Mesh, list[Node]]:
+    nodes = [await make_node(start=False, **spec) for spec in specs]
+    mesh = Mesh([node.host for node in nodes], links)
+    await asyncio.wait_for(mesh.start(), WAIT)
+    return mesh, nodes
+
+
+async def received(nodes: list[Node]) -> list[list[dict[str, Any]]]:
+    for node in nodes:
+        if node.host.state == "running":
+            await node.barrier()
+    return [node.observed("channel") for node in nodes]
+
+
+async def test_mesh_snapshot_announces_direct_peers(make_node: MakeNode) -> None:
+    """Each node's snapshot has PEER_UP for its direct peers, with their gossip."""
+    _, nodes = await start_mesh(
+        make_node, [{"serving_models": ["m1"]}, {}, {}], links=[(0, 1), (1, 2)]
+    )
+    for node in nodes:
+        await node.barrier()
+    ups = [
+        sorted(e["peer_id"] for e in node.observed("event") if e["event_kind"] == Kind.KIND_PEER_UP)
+        for node in nodes
+    ]
+    ids = [node.host.peer_id for node in nodes]
+    assert ups == [[ids[1]], sorted([ids[0], ids[2]]), [ids[1]]]
+    assert nodes[1].host.known_peers[ids[0]].serving_models == ["m1"]
+
+
+async def test_broadcast_reaches_peers_not_sender(make_node: MakeNode) -> None:
+    """A broadcast on a declared channel reaches every direct peer's plugin once, with
+    request id 0 and the sender's peer id filled in; the sender does not get it back."""
+    _, nodes = await start_mesh(make_node, [{}, {}, {}])
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="hi all")
+    got = await received(nodes)
+    assert got[0] == []
+    for messages in got[1:]:
+        (message,) = messages
+        assert message["body"] == "hi all"
+        assert message["source"] == nodes[0].host.peer_id
+        assert message["request_id"] == 0
+    assert nodes[0].host.channel_log[0].source_peer_id == nodes[0].host.peer_id
+
+
+async def test_channels_must_be_declared_both_ways(make_node: MakeNode) -> None:
+    """An undeclared channel leaves no node; a receiver that did not declare it gets nothing."""
+    _, nodes = await start_mesh(make_node, [{}, {}, {"channels": "other.v1"}])
+    await nodes[0].rpc("send_channel", channel="undeclared.v1", body="nope")
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="yes")
+    got = await received(nodes)
+    assert [m["body"] for m in got[1]] == ["yes"]
+    assert got[2] == []
+    assert "channel_dropped:undeclared" in nodes[0].host.event_names()
+    assert "channel_dropped:undeclared" in nodes[2].host.event_names()
+
+
+async def test_only_the_same_plugin_name_receives(make_node: MakeNode) -> None:
+    """A node whose plugin has another name does not get the message."""
+    _, nodes = await start_mesh(make_node, [{}, {}, {"plugin_name": "other"}])
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="for fake only")
+    got = await received(nodes)
+    assert [len(m) for m in got] == [0, 1, 0]
+    assert "channel_dropped:other_plugin" in nodes[2].host.event_names()
+
+
+async def test_target_filter_and_hops(make_node: MakeNode) -> None:
+    """On a line A-B-C: a broadcast from A stops at B; a message targeted at C reaches
+    only C (two hops); an uppercase target matches nobody."""
+    _, nodes = await start_mesh(make_node, [{}, {}, {}], links=[(0, 1), (1, 2)])
+    target = nodes[2].host.peer_id
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="broadcast")
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="to C", target=target)
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="upper", target=target.upper())
+    got = await received(nodes)
+    assert [m["body"] for m in got[1]] == ["broadcast"]
+    assert [(m["body"], m["target"]) for m in got[2]] == [("to C", target)]
+
+
+async def test_duplicate_paths_deliver_once(make_node: MakeNode) -> None:
+    """A diamond gives a targeted message two paths; the target's plugin gets it once."""
+    mesh, nodes = await start_mesh(
+        make_node, [{}, {}, {}, {}], links=[(0, 1), (0, 3), (1, 2), (3, 2)]
+    )
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="once", target=nodes[2].host.peer_id)
+    got = await received(nodes)
+    assert [len(m) for m in got] == [0, 0, 1, 0]
+    assert (nodes[2].host.peer_id, "duplicate") in mesh.dropped
+
+
+async def test_oversized_channel_frame_is_dropped(make_node: MakeNode) -> None:
+    """A receiving node drops a channel frame over 10,000,000 bytes."""
+    _, nodes = await start_mesh(make_node, [{}, {}])
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="x", repeat=10_000_001)
+    await nodes[0].rpc("send_channel", channel="x402.v1", body="small")
+    got = await received(nodes)
+    assert [m["body"] for m in got[1]] == ["small"]
+
+
+async def test_peer_events_on_link_changes_and_stop(make_node: MakeNode) -> None:
+    """link/unlink/stop_host send PEER_UP and PEER_DOWN to the plugins concerned."""
+    mesh, nodes = await start_mesh(make_node, [{}, {}, {}], links=[(0, 1)])
+    ids = [node.host.peer_id for node in nodes]
+    await mesh.link(1, 2)
+    await mesh.unlink(0, 1)
+    await mesh.stop_host(2)
+    for node in nodes[:2]:
+        await node.barrier()
+
+    def peer_events(node: Node) -> list[tuple[int, str]]:
+        return [
+            (e["event_kind"], e["peer_id"])
+            for e in node.observed("event")
+            if e["event_kind"] in (Kind.KIND_PEER_UP, Kind.KIND_PEER_DOWN)
+        ]
+
+    assert peer_events(nodes[0]) == [(Kind.KIND_PEER_UP, ids[1]), (Kind.KIND_PEER_DOWN, ids[1])]
+    assert peer_events(nodes[1]) == [
+        (Kind.KIND_PEER_UP, ids[0]),
+        (Kind.KIND_PEER_UP, ids[2]),
+        (Kind.KIND_PEER_DOWN, ids[0]),
+        (Kind.KIND_PEER_DOWN, ids[2]),
+    ]
+    assert nodes[2].host.state == "stopped"
