@@ -5,10 +5,11 @@ registered as an ERC-8004 agent bound to its peer id, three `mesh-x402 serve`
 processes each under its own host double (linked into one mesh, channel
 relay included), the fake mesh-llm API upstream, SQLite journals. A client
 pays through the entry node (serving nothing itself) for a model a peer
-serves: every participant ends up holding the signed receipt and its own
-acknowledgement, a peer refuses the same authorization once the
-reservation reached it, and forged or unverified channel messages change
-nothing.
+serves, and for a model split across two peers; another client pays a node
+for a model only it serves. Every participant ends up holding the signed
+receipt and its own acknowledgement, a peer refuses the same authorization
+once the reservation reached it, and forged or unverified channel messages
+change nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from x402.schemas import PaymentRequirements
 pytestmark = pytest.mark.integration
 
 MODEL = "fake-model"
+SPLIT = "split-model"
+LOCAL = "local-model"
 PEER_IDS = ("a1" * 32, "b2" * 32, "c3" * 32)
 GIB = 2**30
 FUNDS = 10**9
@@ -107,6 +110,16 @@ max_completion_tokens = 64
 base = 2000
 prompt_per_1k = 1000
 completion_per_1k = 4000
+
+[pricing.models."{SPLIT}"]
+base = 3001
+prompt_per_1k = 1500
+completion_per_1k = 6000
+
+[pricing.models."{LOCAL}"]
+base = 500
+prompt_per_1k = 100
+completion_per_1k = 400
 
 [receipts]
 routing_share_bps = {ROUTING_SHARE_BPS}
@@ -169,10 +182,12 @@ async def eventually(check: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 async def mesh(chain: Chain, tmp_path: Path) -> AsyncIterator[list[Node]]:
-    """Node 0 serves nothing (the entry), node 1 serves MODEL, node 2 serves another."""
-    with FakeUpstream([FakeModel(MODEL, completion_tokens=24, chunks=4)]) as upstream:
+    """Node 0 serves nothing, node 1 serves MODEL, nodes 1 and 2 split SPLIT (48 + 80 GiB)."""
+    models = [FakeModel(name, completion_tokens=24, chunks=4) for name in (MODEL, SPLIT, LOCAL)]
+    with FakeUpstream(models) as upstream:
         nodes = []
         serving = ([], [MODEL], ["other-model"])
+        hosted = ([], [SPLIT], [SPLIT])
         for index, peer_id in enumerate(PEER_IDS):
             folder = tmp_path / f"node{index}"
             config, agent_id = write_node(folder, chain, upstream.url, peer_id)
@@ -186,6 +201,7 @@ async def mesh(chain: Chain, tmp_path: Path) -> AsyncIterator[list[Node]]:
                     env={"PYTHONUNBUFFERED": "1", "PATH": os.environ.get("PATH", "")},
                     vram_bytes=(24, 48, 80)[index] * GIB,
                     serving_models=serving[index],
+                    hosted_models=hosted[index],
                     stderr_path=log,
                 )
             )
@@ -201,6 +217,23 @@ async def mesh(chain: Chain, tmp_path: Path) -> AsyncIterator[list[Node]]:
             yield nodes
         finally:
             await linked.stop()
+
+
+def chat(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+
+
+async def paid_receipt(chain: Chain, entry: Node, model: str) -> tuple[Any, int]:
+    """Pay `entry` for one request to `model`; the receipt it signed and the charge."""
+    body = chat(model)
+    requirements = await requirements_for(entry, body)
+    payload = sign_payment(funded_payer(chain), requirements, chain.domain, now=int(time.time()))
+    response = await pay(entry, body, encode_header(payload))
+    assert response.status_code == 200, response.text
+    settle = json.loads(base64.b64decode(response.headers["payment-response"]))
+    issued = entry.read(lambda s: s.for_payment(settle["extra"]["receiptId"]))
+    assert issued is not None
+    return issued, int(settle["amount"])
 
 
 async def requirements_for(node: Node, body: dict[str, Any]) -> PaymentRequirements:
@@ -249,7 +282,7 @@ async def test_paid_request_receipt_held_and_acked_by_participants(
     node 2 then refuses the same authorization; forged messages change nothing."""
     entry, worker, bystander = mesh
     payer = funded_payer(chain)
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+    body = chat(MODEL)
     requirements = await requirements_for(entry, body)
     payload = sign_payment(payer, requirements, chain.domain, now=int(time.time()))
     header = encode_header(payload)
@@ -332,3 +365,32 @@ async def test_paid_request_receipt_held_and_acked_by_participants(
     )
     assert len(worker.read(lambda s: s.receipts())) == 1
     assert worker.read(lambda s: s.reservation(payer.address, "0x" + "01" * 32)) is None
+
+
+async def test_split_and_local_models(chain: Chain, mesh: list[Node]) -> None:
+    """A model split across two peers credits both stages by VRAM, and both countersign;
+    a model only the entry node serves credits it alone."""
+    entry, stage_a, stage_b = mesh
+    issued, charge = await paid_receipt(chain, entry, SPLIT)
+    routing = charge * ROUTING_SHARE_BPS // 10_000
+    rest = charge - routing
+    shares = (rest * 48 // 128, rest * 80 // 128)
+    assert issued.receipt.credits == (
+        Credit(entry.agent_id, charge - sum(shares)),
+        Credit(stage_a.agent_id, shares[0]),
+        Credit(stage_b.agent_id, shares[1]),
+    )
+    digest = issued.receipt_hash
+    await eventually(lambda: len(entry.read(lambda s: s.acks(digest))) == 2, "both stage acks")
+    for stage in (stage_a, stage_b):
+        kept = stage.read(lambda s: s.get(digest))
+        assert kept is not None
+        assert kept.receipt == issued.receipt
+        assert [a.agent_id for a in stage.read(lambda s: s.acks(digest))] == [stage.agent_id]
+
+    # Through another entry node, for a model no peer lists: the entry node alone.
+    solo, charge = await paid_receipt(chain, stage_a, LOCAL)
+    assert solo.receipt.credits == (Credit(stage_a.agent_id, charge),)
+    assert solo.receipt.entry_agent_id == stage_a.agent_id
+    for other in (entry, stage_b):
+        assert other.read(lambda s: s.get(solo.receipt_hash)) is None

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
 
 from mesh_x402.core.ports import TokenDomain
 from mesh_x402.core.verify import KEYS, _domain_separator, recover_signer
@@ -139,7 +140,7 @@ class Receipt:
     """One paid exchange, as signed by the entry node.
 
     Attributes:
-        payer: the EIP-3009 authorization's `from` (0x address).
+        payer: the EIP-3009 authorization's `from` (0x address, kept EIP-55 checksummed).
         nonce: the authorization's 32-byte nonce.
         value: the authorized value (the quoted maximum).
         request_id: the exchange's x-request-id.
@@ -172,6 +173,8 @@ class Receipt:
     def __post_init__(self) -> None:
         if not _ADDRESS.match(self.payer):
             raise ValueError(f"receipt payer must be a 0x address, got {self.payer!r}")
+        # One spelling (EIP-55), so receipts from the wire and the store compare equal.
+        object.__setattr__(self, "payer", to_checksum_address(self.payer))
         if len(self.nonce) != 32:
             raise ValueError(f"receipt nonce must be 32 bytes, got {len(self.nonce)}")
         for name in ("value", "prompt_tokens", "completion_tokens", "price_version"):

@@ -189,3 +189,9 @@ class TestInvariants:
         del data["model"]
         with pytest.raises(ValueError, match="'model' is missing"):
             Receipt.from_json(data)
+
+    def test_payer_spelling_does_not_matter(self) -> None:
+        """A lower-case payer gives the same receipt (and digest) as its checksummed form."""
+        lower = make_receipt(payer=make_receipt().payer.lower())
+        assert lower == make_receipt()
+        assert lower.payer == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
