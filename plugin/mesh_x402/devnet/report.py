@@ -270,12 +270,13 @@ def _render(report: DevnetReport) -> list[str]:
     )
     out += ["", "clients (atomic units; 1 USDC = 1000000)"]
     out += _table(
-        ["client", "address", "paid", "authorized", "charged", "refunded", "balance"],
+        ["client", "address", "paid", "tokens", "authorized", "charged", "refunded", "balance"],
         [
             [
                 c.name,
                 c.address,
                 f"{c.paid}/{c.requests}",
+                f"{c.prompt_tokens}+{c.completion_tokens}",
                 c.authorized,
                 c.charged,
                 c.refunded,

@@ -616,10 +616,10 @@ class Devnet:
                 if node.host is not None:
                     with contextlib.suppress(Exception):
                         await node.host.stop()
+        upstreams = [node.upstream for node in self.nodes if node.upstream is not None]
+        await asyncio.gather(*(asyncio.to_thread(upstream.stop) for upstream in upstreams))
         for node in self.nodes:
-            if node.upstream is not None:
-                await asyncio.to_thread(node.upstream.stop)
-                node.upstream = None
+            node.upstream = None
         if self.anvil is not None:
             await asyncio.to_thread(self.anvil.stop)
             self.anvil = None
