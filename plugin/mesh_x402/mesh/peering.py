@@ -210,6 +210,14 @@ class Peering:
         except (ConnectionError, RuntimeError) as exc:
             _log.warning(Event.GOSSIP_DROPPED, reason="claim_not_sent", error=repr(exc))
 
+    async def drain(self) -> None:
+        """Let the work under way finish: claims, early messages, identity checks."""
+        for task in (self._claim_task, self._replay):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        if self.identities is not None:
+            await self.identities.drain()
+
     async def aclose(self) -> None:
         """Stop claims and checks, and wait for receipts still being sent."""
         for task in (self._claim_task, self._replay):
