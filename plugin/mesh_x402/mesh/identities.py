@@ -232,7 +232,10 @@ class Identities:
         finally:
             del self._checking[claim]
         for listener in self._listeners:
-            await listener(claim, verdict)
+            try:
+                await listener(claim, verdict)
+            except Exception as exc:  # noqa: BLE001 - one listener's bug must not hide the verdict
+                _log.error(Event.GOSSIP_DROPPED, reason="verdict_listener_failed", error=repr(exc))
 
     async def _accept(self, claim: Claim) -> None:
         now = self._clock()

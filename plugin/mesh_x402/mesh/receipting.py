@@ -164,16 +164,22 @@ class MeshReceipts:
     # -- the entry node (ReceiptIssuer) ---------------------------------------
 
     async def reserve(self, *, payer: str, nonce: str, value: int, valid_before: int) -> None:
-        """Flood a signed reservation of (payer, nonce)."""
-        await self._gossip.publish(
-            "nonce_reservation",
-            gpb.NonceReservation(
-                payer=bytes.fromhex(payer[2:]),
-                nonce=bytes.fromhex(nonce[2:]),
-                value=str(value),
-                valid_before=valid_before,
-            ),
+        """Flood a signed reservation of (payer, nonce).
+
+        Best effort: the payment is already journalled, so a host link that is
+        down costs only the early warning to peers (logged), never the request.
+        """
+        reservation = gpb.NonceReservation(
+            payer=bytes.fromhex(payer[2:]),
+            nonce=bytes.fromhex(nonce[2:]),
+            value=str(value),
+            valid_before=valid_before,
         )
+        try:
+            await self._gossip.publish("nonce_reservation", reservation)
+        except (ConnectionError, RuntimeError) as exc:
+            self.counters["reservation_not_sent"] += 1
+            _log.warning(Event.GOSSIP_DROPPED, reason="reservation_not_sent", error=repr(exc))
 
     def _workers(self) -> list[Worker]:
         workers = []

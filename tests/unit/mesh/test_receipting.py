@@ -251,3 +251,15 @@ def test_wire_receipt_round_trip() -> None:
     broken.value = "-1"
     with pytest.raises(ValueError, match="not a decimal"):
         receipt_from_pb(broken)
+
+
+async def test_reservation_never_fails_the_request(nodes: tuple[Node, Node]) -> None:
+    """With the host link down, reserving is logged and counted, not raised into the request."""
+    a, _ = nodes
+
+    async def down(_envelope: pb.Envelope) -> None:
+        raise RuntimeError("the session is not running")
+
+    a.gossip._channel = Channel(down)
+    await a.receipts.reserve(payer=PAYER, nonce=NONCE, value=1, valid_before=2_000_000_000)
+    assert a.gossip.counters["reservation_not_sent"] == 1
