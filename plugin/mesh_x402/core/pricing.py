@@ -31,6 +31,8 @@ from mesh_x402.config import Price, PricingConfig
 
 __all__ = [
     "MAX_CHOICES",
+    "MAX_QUOTE",
+    "MAX_TOKENS_LIMIT",
     "TEMPLATE_ALLOWANCE",
     "PriceRefusal",
     "Quote",
@@ -41,6 +43,10 @@ __all__ = [
 
 TEMPLATE_ALLOWANCE: Final = 256
 MAX_CHOICES: Final = 16
+# No model generates this many tokens in one answer; a larger value is a
+# client error, not a price (it would also overflow the journal's int64).
+MAX_TOKENS_LIMIT: Final = 2**24
+MAX_QUOTE: Final = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -94,12 +100,16 @@ def price_for(pricing: PricingConfig, model: str) -> Price | None:
     return pricing.default if pricing.unknown_models == "default" else None
 
 
-def _positive_int(body: Mapping[str, Any], field: str) -> int | PriceRefusal | None:
+def _positive_int(
+    body: Mapping[str, Any], field: str, limit: int = MAX_TOKENS_LIMIT
+) -> int | PriceRefusal | None:
     value = body.get(field)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return PriceRefusal(400, "invalid_request", f"{field} must be a positive integer")
+    if value > limit:
+        return PriceRefusal(400, "invalid_request", f"{field} must be at most {limit}")
     return value
 
 
@@ -129,11 +139,9 @@ def quote_request(
             return value
         if value is not None and requested is None:
             requested = value
-    choices = _positive_int(body, "n")
+    choices = _positive_int(body, "n", MAX_CHOICES)
     if isinstance(choices, PriceRefusal):
         return choices
-    if choices is not None and choices > MAX_CHOICES:
-        return PriceRefusal(400, "invalid_request", f"n must be at most {MAX_CHOICES}")
     per_choice = requested if requested is not None else pricing.max_completion_tokens
     completion_ceiling = per_choice * (choices or 1)
     prompt_ceiling = body_bytes + TEMPLATE_ALLOWANCE
@@ -142,6 +150,8 @@ def quote_request(
         + _tokens_cost(prompt_ceiling, price.prompt_per_1k)
         + _tokens_cost(completion_ceiling, price.completion_per_1k)
     )
+    if amount > MAX_QUOTE:
+        return PriceRefusal(400, "invalid_request", "the request's maximum charge is too large")
     return Quote(
         model=model,
         price=price,

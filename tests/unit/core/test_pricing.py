@@ -75,6 +75,7 @@ class TestQuote:
             {"model": "m", "max_completion_tokens": -1},
             {"model": "m", "n": 0},
             {"model": "m", "n": 10_000},
+            {"model": "m", "max_tokens": 10**30},
         ],
     )
     def test_bad_fields_are_400(self, body: dict[str, object]) -> None:
@@ -83,6 +84,14 @@ class TestQuote:
         assert isinstance(refusal, PriceRefusal)
         assert refusal.status == 400
         assert refusal.reason == "invalid_request"
+
+    def test_quote_beyond_int64_is_refused(self) -> None:
+        """A price sheet and request whose maximum cannot be journalled are a 400, not a crash."""
+        sheet = PricingConfig(default=Price(base=2**62, prompt_per_1k=0, completion_per_1k=2**62))
+        refusal = quote_request(sheet, {"model": "m", "max_tokens": 1000}, 10)
+        assert isinstance(refusal, PriceRefusal)
+        assert refusal.status == 400
+        assert "too large" in refusal.message
 
 
 class TestCharge:
