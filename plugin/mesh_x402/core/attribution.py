@@ -32,7 +32,7 @@ from typing import Final, Literal
 
 from mesh_x402.core.receipts import Credit
 
-__all__ = ["BPS", "POLICY", "Attribution", "Worker", "attribute"]
+__all__ = ["BPS", "POLICY", "Attribution", "Mode", "Worker", "attribute"]
 
 POLICY: Final = "vram-proportional"
 BPS: Final = 10_000

@@ -37,6 +37,7 @@ __all__ = [
     "Claim",
     "ClaimVerifier",
     "Identities",
+    "Listener",
     "RegistryVerifier",
     "Verdict",
 ]
