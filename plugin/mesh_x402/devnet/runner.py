@@ -34,9 +34,10 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import httpx
 from eth_account import Account
@@ -70,6 +71,8 @@ from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.receipts import ReceiptStore
 
 __all__ = ["STEPS", "Devnet", "DevnetError", "DevnetOptions"]
+
+_T = TypeVar("_T")
 
 PLUGIN_NAME: Final = "x402"
 CLIENT_NAMES: Final = ("alice", "bob", "carol", "dave")
@@ -197,6 +200,7 @@ class Devnet:
         self.deployment: Deployment | None = None
         self.mesh: Mesh | None = None
         self._temp_dirs: list[Path] = []
+        self._threads: set[asyncio.Future[Any]] = set()
         self._started = time.monotonic()
         self.workdir = self._workdir(options.workdir)
 
@@ -213,18 +217,30 @@ class Devnet:
             raise DevnetError(f"--workdir {given}: cannot create: {exc.strerror}") from None
         return given.absolute()
 
+    async def _in_thread(self, fn: Callable[..., _T], *args: object) -> _T:
+        """Run blocking work (chain calls, process starts) in a thread.
+
+        A thread cannot be cancelled: on Ctrl-C the awaiting task stops at
+        once, but the thread runs on (it may be starting anvil), so `stop`
+        waits for every such thread before it tears down what they started.
+        """
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        return await asyncio.shield(future)
+
     # -- bring-up --------------------------------------------------------------
 
     async def start(self) -> None:
         """Chain, contracts, node folders, agents, fake APIs, hosts and plugins."""
         self.progress.step("starting anvil (installed from npm on first use)")
-        await asyncio.to_thread(self._start_chain)
+        await self._in_thread(self._start_chain)
         self.progress.step("deploying TestUSDC, IdentityRegistry, MeshSettlement")
-        await asyncio.to_thread(self._deploy)
+        await self._in_thread(self._deploy)
         self.progress.step(f"creating {self.options.nodes} node folders (init)")
-        await asyncio.to_thread(self._make_nodes)
+        await self._in_thread(self._make_nodes)
         self.progress.step("registering each node as an ERC-8004 agent bound to its peer id")
-        await asyncio.to_thread(self._register)
+        await self._in_thread(self._register)
         self.progress.step(f"starting {self.options.nodes} host doubles running `mesh-x402 serve`")
         await self._start_mesh()
 
@@ -306,8 +322,8 @@ class Devnet:
         hosts = []
         for node in self.nodes:
             upstream = FakeUpstream([model.fake(self.options.nodes) for model in self.models])
-            await asyncio.to_thread(upstream.start)
-            node.upstream = upstream
+            node.upstream = upstream  # before it starts: `stop` must find it
+            await self._in_thread(upstream.start)
             home = Path(tempfile.mkdtemp(prefix="mx402-home-"))
             self._temp_dirs.append(home)
             command = [
@@ -383,7 +399,7 @@ class Devnet:
         deadline = time.monotonic() + _IDENTITY_TIMEOUT
         counts: list[int] = []
         while time.monotonic() < deadline:
-            counts = await asyncio.to_thread(self._verified_peers)
+            counts = await self._in_thread(self._verified_peers)
             if all(count >= want for count in counts):
                 return
             await asyncio.sleep(0.3)
@@ -407,7 +423,7 @@ class Devnet:
     async def pay(self) -> None:
         """Mint tokens to the clients and run their requests (clients in parallel)."""
         self.progress.step(f"funding {self.options.clients} client wallets with test USDC")
-        await asyncio.to_thread(self._fund_clients)
+        await self._in_thread(self._fund_clients)
         total = len(self.plan)
         self.progress.step(f"paying {total} requests with the x402 SDK through every node")
         results: dict[int, Exchange] = {}
@@ -459,7 +475,7 @@ class Devnet:
         else:
             batches = settled = failed = 0
             for node in self.nodes:
-                chain = await asyncio.to_thread(connect_node, node.config_path)
+                chain = await self._in_thread(connect_node, node.config_path)
                 journal = Journal.in_state_dir(node.state_dir)
                 try:
                     report = await reconciler_for(chain, journal).run_once()
@@ -475,14 +491,14 @@ class Devnet:
             )
         self.progress.step("withdrawing each agent's credits to its agentWallet")
         for node in self.nodes:
-            await asyncio.to_thread(self._withdraw, node)
+            await self._in_thread(self._withdraw, node)
 
     async def _wait_charged(self) -> None:
         """Until no journal holds a payment still in flight (streams finish metering
         a moment after the client has read the last byte)."""
         deadline = time.monotonic() + _SETTLE_WAIT
         while time.monotonic() < deadline:
-            if await asyncio.to_thread(self._in_flight) == 0:
+            if await self._in_thread(self._in_flight) == 0:
                 return
             await asyncio.sleep(0.1)
 
@@ -506,7 +522,7 @@ class Devnet:
 
     async def report(self) -> DevnetReport:
         """Audit the run from the chain and the journals."""
-        return await asyncio.to_thread(self._report)
+        return await self._in_thread(self._report)
 
     def _report(self) -> DevnetReport:
         assert self.chain is not None
@@ -608,6 +624,7 @@ class Devnet:
 
     async def stop(self) -> None:
         """End every process the run started and remove its temporary folders."""
+        await asyncio.gather(*self._threads, return_exceptions=True)
         if self.mesh is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mesh.stop(), timeout=30)
