@@ -623,6 +623,7 @@ class TestBadInput:
         [
             (b"{not json", 400, "invalid_json"),
             (b"[1,2]", 400, "invalid_json"),
+            (b"[" * 60_000, 400, "invalid_json"),  # would crash CPython's decoder unbounded
             (json.dumps({"model": "unknown-model"}).encode(), 404, "model_not_found"),
             (
                 json.dumps({"model": "fake-model", "max_tokens": "many"}).encode(),

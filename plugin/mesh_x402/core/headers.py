@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from x402.http.utils import encode_payment_required_header, encode_payment_response_header
 from x402.schemas import PaymentPayload, PaymentRequired, SettleResponse
 from x402.schemas.v1 import PaymentPayloadV1
+
+from mesh_x402.core.metering import loads_bounded
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -110,7 +111,8 @@ def decode_payment_header(value: str) -> DecodedPayment:
     except (binascii.Error, ValueError):
         raise PaymentHeaderError("payment header is not standard base64") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        # Bounded nesting: with web3 loaded, deep JSON crashes CPython's decoder.
+        data = loads_bounded(raw.decode("utf-8").encode())
     except (UnicodeDecodeError, ValueError):
         raise PaymentHeaderError("payment header is not UTF-8 JSON") from None
     if not isinstance(data, dict):

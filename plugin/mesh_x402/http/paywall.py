@@ -46,7 +46,7 @@ from mesh_x402.core.headers import (
     encode_payment_required,
     encode_payment_response,
 )
-from mesh_x402.core.metering import billable_usage
+from mesh_x402.core.metering import billable_usage, loads_bounded
 from mesh_x402.core.pricing import PriceRefusal, Quote, charge_for_usage, quote_request
 from mesh_x402.core.requirements import (
     build_payment_required,
@@ -202,7 +202,8 @@ class Paywall:
             )
             return None
         try:
-            body = json.loads(raw)
+            # Bounded: with web3 loaded, a deeply nested body crashes CPython's decoder.
+            body = loads_bounded(raw)
         except (ValueError, UnicodeDecodeError):
             body = None
         if not isinstance(body, dict):

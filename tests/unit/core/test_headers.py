@@ -48,6 +48,7 @@ class TestDecode:
             (base64.b64encode(b"\xff\xfe").decode(), "JSON"),
             (base64.b64encode(b"{not json").decode(), "JSON"),
             (_b64([1, 2]), "not an object"),
+            (base64.b64encode(b"[" * 12000).decode(), "JSON"),
             (_b64({"x402Version": 2, "payload": {}}), "accepted"),
             (_b64({"x402Version": 1, "scheme": "exact", "network": "n", "payload": []}), "payload"),
         ],

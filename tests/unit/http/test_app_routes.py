@@ -81,6 +81,22 @@ class TestRoutes:
         assert (await _request(app, "GET", "/v1/embeddings")).status_code == 404
         assert (await _request(app, "DELETE", "/nothing")).status_code == 404
 
+    async def test_deeply_nested_body_is_400(self, app: GateApp) -> None:
+        """`[[[[...` 300,000 deep is refused as not JSON. Unbounded, CPython's decoder
+        would overflow the C stack once web3 has raised the recursion limit, as it
+        does in the plugin process: a SIGKILL-like crash instead of an answer."""
+        import web3  # noqa: F401 - raises the recursion limit, as in the plugin process
+
+        response = await _request(
+            app,
+            "POST",
+            "/v1/chat/completions",
+            content=b"[" * 300_000,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_json"
+
     async def test_models_without_upstream_is_502(self, app: GateApp) -> None:
         """No mesh-llm to ask: the model list is a clear upstream error."""
         response = await _request(app, "GET", "/v1/models")
