@@ -33,6 +33,10 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "receipts": ("receipts", "list this node's usage receipts (table or --json)"),
     "pay": ("pay", "pay a node for one chat completion with the x402 SDK; show quote and receipt"),
     "devnet": ("devnet", "run a whole paid mesh on this machine and print an audited report"),
+    "plugin-install": (
+        "plugin_install",
+        "build the mesh-llm store archive (Payments page included) and install it",
+    ),
 }
 
 

@@ -161,3 +161,4 @@ class Event:
     BLACKBOARD_SKIPPED: Final = "blackboard.skipped"
     OPERATOR_LISTENING: Final = "operator.listening"
     OPERATOR_STOPPED: Final = "operator.stopped"
+    OPERATOR_CHAIN_UNAVAILABLE: Final = "operator.chain_unavailable"

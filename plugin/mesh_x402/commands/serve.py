@@ -226,6 +226,24 @@ class _AppStack:
             await self._peering.receive(message)
 
     async def open(self, channel: Channel | None, view: MeshView | None) -> ASGIApp:
+        """`_open_app`'s app behind the operator's JSON routes (`http.operator_pages`).
+
+        Those routes read the ledger and a background chain snapshot, so
+        they answer even when the gate could not start.
+        """
+        inner = await self._open_app(channel, view)
+        await asyncio.to_thread(importlib.import_module, "mesh_x402.http.operator_pages")
+        from mesh_x402.http.operator_pages import OperatorApp, OperatorPages  # noqa: PLC0415
+
+        signer = await asyncio.to_thread(lambda: self._key.address)  # imports the curve code
+        pages = OperatorPages(
+            self._config, signer, (lambda: None) if view is None else (lambda: view.local_peer_id)
+        )
+        pages.start()
+        self._app = OperatorApp(pages, inner)
+        return self._app
+
+    async def _open_app(self, channel: Channel | None, view: MeshView | None) -> ASGIApp:
         """The x402 gate when `[chain] token` and `settlement` are set, else the placeholder.
 
         A chain that cannot be reached at start leaves the placeholder (501

@@ -65,6 +65,13 @@ BINDINGS: Final = (
     Binding("chat-completions", pb.HTTP_METHOD_POST, "/v1/chat/completions"),
     Binding("completions", pb.HTTP_METHOD_POST, "/v1/completions"),
     Binding("models", pb.HTTP_METHOD_GET, "/v1/models"),
+    # The Payments page's JSON (http/operator_pages.py); the host admits
+    # only trusted local callers to these, as to every plugin route.
+    Binding("x402-node", pb.HTTP_METHOD_GET, "/x402/node"),
+    Binding("x402-balances", pb.HTTP_METHOD_GET, "/x402/balances"),
+    Binding("x402-receipts", pb.HTTP_METHOD_GET, "/x402/receipts"),
+    Binding("x402-batches", pb.HTTP_METHOD_GET, "/x402/batches"),
+    Binding("x402-earnings", pb.HTTP_METHOD_GET, "/x402/earnings"),
 )
 
 
