@@ -16,12 +16,13 @@ import binascii
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from x402.http.utils import encode_payment_required_header, encode_payment_response_header
 from x402.schemas import PaymentPayload, PaymentRequired, SettleResponse
 from x402.schemas.v1 import PaymentPayloadV1
 
 from mesh_x402.core.metering import loads_bounded
+from mesh_x402.core.money import MAX_UINT256
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -67,6 +68,14 @@ class ExactAuthorization(_Strict):
     valid_after: str = Field(alias="validAfter", pattern=_UINT)
     valid_before: str = Field(alias="validBefore", pattern=_UINT)
     nonce: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+
+    @field_validator("value", "valid_after", "valid_before")
+    @classmethod
+    def _fits_uint256(cls, text: str) -> str:
+        # 78 digits reach past 2**256; the token (and the EIP-712 digest) cannot hold that.
+        if int(text) > MAX_UINT256:
+            raise ValueError("does not fit in uint256")
+        return text
 
 
 class ExactEvmPayload(_Strict):

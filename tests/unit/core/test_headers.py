@@ -68,6 +68,8 @@ class TestDecode:
             (("payload", "authorization", "nonce"), "0x1234"),
             (("payload", "authorization", "from"), "0xnothex"),
             (("payload", "authorization", "validBefore"), None),
+            (("payload", "authorization", "validBefore"), "9" * 78),
+            (("payload", "authorization", "value"), str(2**256)),
             (("payload", "signature"), "zz"),
             (("accepted", "amount"), 1000),
         ],
