@@ -22,7 +22,7 @@ from mesh_x402.mesh.gossip import (
     Inbound,
     gossip_digest,
 )
-from mesh_x402.mesh.identities import Claim, Identities, Verdict
+from mesh_x402.mesh.identities import DEFAULT_TTL_SECONDS, Claim, Identities, Verdict
 from mesh_x402.store.journal import Journal
 from mesh_x402.store.receipts import ReceiptStore
 
@@ -371,3 +371,27 @@ class TestIdentityStore:
         assert len(again.got) == 1
         assert registry.lookups == 1
         journal.close()
+
+
+class TestExpiry:
+    async def test_expired_identity_is_checked_again(
+        self, registry: Registry, clock: Clock
+    ) -> None:
+        """After the cache expiry a sender's message waits for a fresh registry check."""
+        a, b = make_node("a", registry, clock), make_node("b", registry, clock)
+        await introduced(b, a)
+        clock.now += DEFAULT_TTL_SECONDS + 1
+        assert b.identities.get(AGENTS["a"]) is None
+        await deliver(b, await sent_by(a, "nonce_reservation", reservation(2)))
+        assert registry.lookups == 2
+        assert [i.message.nonce_reservation for i in b.got] == [reservation(2)]
+
+    async def test_identity_no_longer_on_chain(self, registry: Registry, clock: Clock) -> None:
+        """A sender whose registry binding changed is not trusted once its cache expires."""
+        a, b = make_node("a", registry, clock), make_node("b", registry, clock)
+        await introduced(b, a)
+        del registry.bindings[AGENTS["a"]]
+        clock.now += DEFAULT_TTL_SECONDS + 1
+        await deliver(b, await sent_by(a, "nonce_reservation", reservation(3)))
+        assert b.got == []
+        assert b.gossip.counters["unverified_sender"] == 1
