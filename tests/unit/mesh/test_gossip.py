@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from gossip_kit import Clock, Outbox
 from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
-from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
 from mesh_x402.core.receipts import sign_digest
 from mesh_x402.mesh.channels import Channel, ChannelMessage
 from mesh_x402.mesh.gossip import (
@@ -48,22 +48,6 @@ class Registry:
         if binding == (claim.peer_id, claim.signer):
             return Verdict.VERIFIED
         return Verdict.REFUSED
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def __call__(self, envelope: pb.Envelope) -> None:
-        self.sent.append(envelope.channel_message.body)
 
 
 @dataclasses.dataclass
@@ -112,7 +96,7 @@ async def deliver(node: Node, raw: bytes, source: str = "ff" * 32) -> None:
 
 async def sent_by(sender: Node, body: str, content: object) -> bytes:
     await sender.gossip.publish(body, content)  # type: ignore[arg-type]
-    return sender.outbox.sent[-1]
+    return sender.outbox.bodies[-1]
 
 
 @pytest.fixture
@@ -128,7 +112,7 @@ def registry() -> Registry:
 async def introduced(receiver: Node, sender: Node) -> None:
     """`receiver` verifies `sender`'s claim."""
     await sender.gossip.claim()
-    await deliver(receiver, sender.outbox.sent[-1])
+    await deliver(receiver, sender.outbox.bodies[-1])
     assert receiver.identities.get(sender.gossip.agent_id) is not None
 
 
@@ -165,7 +149,7 @@ class TestVerifiedTraffic:
         (inbound,) = b.got
         assert inbound.sender.agent_id == AGENTS["a"]
         assert inbound.message.nonce_reservation == reservation()
-        assert raw in b.outbox.sent  # re-flooded byte for byte
+        assert raw in b.outbox.bodies  # re-flooded byte for byte
         assert b.gossip.counters["accepted_nonce_reservation"] == 1
 
     async def test_verified_claim_is_reflooded_and_answered(
@@ -174,11 +158,11 @@ class TestVerifiedTraffic:
         """A new peer's verified claim is passed on, and our own claim goes back to it."""
         a, b = make_node("a", registry, clock), make_node("b", registry, clock)
         await a.gossip.claim()
-        claim = a.outbox.sent[-1]
+        claim = a.outbox.bodies[-1]
         await deliver(b, claim)
-        assert claim in b.outbox.sent
+        assert claim in b.outbox.bodies
         answers = [gpb.GossipMessage.FromString(gpb.SignedMessage.FromString(m).payload)
-                   for m in b.outbox.sent if m != claim]  # fmt: skip
+                   for m in b.outbox.bodies if m != claim]  # fmt: skip
         assert [m.identity_claim.agent_id for m in answers] == [AGENTS["b"]]
 
     async def test_replayed_message_changes_nothing(self, registry: Registry, clock: Clock) -> None:
@@ -187,10 +171,10 @@ class TestVerifiedTraffic:
         await introduced(b, a)
         raw = await sent_by(a, "nonce_reservation", reservation())
         await deliver(b, raw, source=PEERS["a"])
-        sent = len(b.outbox.sent)
+        sent = len(b.outbox.bodies)
         await deliver(b, raw, source=PEERS["c"])
         assert len(b.got) == 1
-        assert len(b.outbox.sent) == sent
+        assert len(b.outbox.bodies) == sent
         assert b.gossip.counters["duplicate"] == 1
 
     async def test_known_claim_needs_no_chain_read(self, registry: Registry, clock: Clock) -> None:
@@ -198,7 +182,7 @@ class TestVerifiedTraffic:
         a, b = make_node("a", registry, clock), make_node("b", registry, clock)
         await introduced(b, a)
         await a.gossip.claim()
-        await deliver(b, a.outbox.sent[-1])
+        await deliver(b, a.outbox.bodies[-1])
         assert registry.lookups == 1
 
 
@@ -209,7 +193,7 @@ class TestRefused:
         await deliver(b, await sent_by(a, "nonce_reservation", reservation()))
         assert b.got == []
         assert b.gossip.counters["unverified_sender"] == 1
-        assert b.outbox.sent == []  # not re-flooded
+        assert b.outbox.bodies == []  # not re-flooded
 
     async def test_forged_signature(self, registry: Registry, clock: Clock) -> None:
         """A message naming a verified agent but signed by another key is dropped."""
@@ -238,7 +222,7 @@ class TestRefused:
         mallory = make_node("m", registry, clock, agent_id=AGENTS["a"])
         await introduced(b, a)
         await mallory.gossip.claim()
-        await deliver(b, mallory.outbox.sent[-1])
+        await deliver(b, mallory.outbox.bodies[-1])
         assert b.gossip.counters["claim_refused"] == 1
         identity = b.identities.get(AGENTS["a"])
         assert identity is not None
@@ -301,7 +285,7 @@ class TestHeldWhileVerifying:
         """A message arriving while its sender's claim is checked is handled once it verifies."""
         a, b = make_node("a", registry, clock), make_node("b", registry, clock)
         await a.gossip.claim()
-        claim = a.outbox.sent[-1]
+        claim = a.outbox.bodies[-1]
         message = await sent_by(a, "nonce_reservation", reservation())
         await b.gossip.receive(ChannelMessage(claim, "x402.gossip", "", "", "", ""))
         await b.gossip.receive(ChannelMessage(message, "x402.gossip", "", "", "", ""))
@@ -314,7 +298,7 @@ class TestHeldWhileVerifying:
         registry = Registry("b")
         a, b = make_node("a", registry, clock), make_node("b", registry, clock)
         await a.gossip.claim()
-        claim = a.outbox.sent[-1]
+        claim = a.outbox.bodies[-1]
         message = await sent_by(a, "nonce_reservation", reservation())
         await b.gossip.receive(ChannelMessage(claim, "x402.gossip", "", "", "", ""))
         await b.gossip.receive(ChannelMessage(message, "x402.gossip", "", "", "", ""))
@@ -346,7 +330,7 @@ class TestBoundedMemory:
         assert b.gossip.counters["unverified_sender"] == DEDUP + 500
         # While a claim is under check, held messages stop at the caps.
         await a.gossip.claim()
-        await b.gossip.receive(ChannelMessage(a.outbox.sent[-1], "", "", "", "", ""))
+        await b.gossip.receive(ChannelMessage(a.outbox.bodies[-1], "", "", "", "", ""))
         for n in range(MAX_HELD + 10):
             message = envelope("a", clock, message_id=b"h" + n.to_bytes(4, "big"))
             await b.gossip.receive(ChannelMessage(forge(message, KEYS["a"]), "", "", "", "", ""))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from gossip_kit import Clock, Outbox
 from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
 from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
 from mesh_x402.config import ChainConfig, NodeConfig
@@ -39,14 +40,6 @@ class Registry:
         return Verdict.VERIFIED if bound and claim.signer == signer else Verdict.REFUSED
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[pb.ChannelMessage] = []
-
-    async def __call__(self, envelope: pb.Envelope) -> None:
-        self.sent.append(envelope.channel_message)
-
-
 def make_config(tmp_path: Path, *, registered: bool = True) -> NodeConfig:
     config = NodeConfig(
         chain=ChainConfig(identity_registry=REGISTRY, settlement=SETTLEMENT, token=SETTLEMENT),
@@ -65,19 +58,16 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
     opened.close()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()  # peer_claim() stamps its message with the real time
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_peering(config: NodeConfig, outbox: Outbox, clock: Clock | None = None) -> Peering:
     view = MeshView(config.state_path)
     view.apply(pb.MeshEvent(kind=pb.MeshEvent.KIND_LOCAL_ACCEPTING, local_peer_id=OUR_PEER))
     return Peering(
-        config, NodeKey(OUR_KEY), Channel(outbox), view, verifier=Registry(), clock=clock or Clock()
+        config,
+        NodeKey(OUR_KEY),
+        Channel(outbox),
+        view,
+        verifier=Registry(),
+        clock=clock or Clock(time.time()),
     )
 
 
@@ -128,7 +118,7 @@ async def test_unregistered_node_joins_no_gossip(tmp_path: Path, journal: Journa
 
 async def test_claim_on_peer_up(tmp_path: Path, journal: Journal) -> None:
     """A PEER_UP makes the node claim its identity again."""
-    outbox, clock = Outbox(), Clock()
+    outbox, clock = Outbox(), Clock(time.time())
     peering = make_peering(make_config(tmp_path), outbox, clock)
     peering.attach(journal)
     await peering.drain()

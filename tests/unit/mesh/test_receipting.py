@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from gossip_kit import Outbox
 from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
 from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
 from mesh_x402.config import NodeConfig, Price, PricingConfig
@@ -44,14 +45,6 @@ class Registry:
         name = next(n for n, agent in AGENTS.items() if agent == claim.agent_id)
         bound = (PEERS[name], Account.from_key(KEYS[name]).address)
         return Verdict.VERIFIED if (claim.peer_id, claim.signer) == bound else Verdict.REFUSED
-
-
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def __call__(self, envelope: pb.Envelope) -> None:
-        self.sent.append(envelope.channel_message.body)
 
 
 @dataclasses.dataclass
@@ -103,7 +96,8 @@ def make_node(name: str, tmp_path: Path, pricing: PricingConfig = PRICING) -> No
 async def pump(source: Node, target: Node) -> None:
     """Deliver everything `source` sent so far to `target`, then let checks finish."""
     await source.receipts.aclose()
-    sent, source.outbox.sent = source.outbox.sent, []
+    sent = source.outbox.bodies
+    source.outbox.sent.clear()
     for raw in sent:
         await target.gossip.receive(ChannelMessage(raw, "x402.gossip", "", "", "", ""))
         await target.identities.drain()
