@@ -35,6 +35,8 @@ INVARIANTS = {
     "withdrawals_reached_agent_wallets",
     "payer_balances_match",
 }
+# eth-tester's own chain id: the keep-running test runs on the embedded EVM.
+EMBEDDED_NETWORK = "eip155:131277322940537"
 # Only a hang guard: the devnet with 2 nodes takes ~20 s here.
 HANG_GUARD = 240
 
@@ -118,7 +120,7 @@ class TestDevnetRun:
         assert done.returncode == 0, done.stderr[-3000:]
         report = json.loads(done.stdout)
         _check_report(report, nodes=2, requests=6)
-        assert "[1/10] starting anvil" in done.stderr
+        assert "[1/10] starting the local chain (anvil" in done.stderr
         assert "stopping every process the devnet started" in done.stderr
         _assert_all_stopped(report, workdir)
 
@@ -179,9 +181,9 @@ class _Lines:
 
 class TestKeepRunningAndPay:
     def test_pay_by_hand_then_ctrl_c_stops_everything(self, tmp_path: Path) -> None:
-        """--keep-running leaves the mesh up and says how to pay; `mesh-x402 pay` shows the
-        quote, the answer and the receipt (streamed and as JSON); SIGINT then stops every
-        process and exits 130."""
+        """Where anvil cannot run the embedded EVM takes its place; --keep-running leaves the
+        mesh up and says how to pay; `mesh-x402 pay` shows the quote, the answer and the
+        receipt (streamed and as JSON); SIGINT then stops every process and exits 130."""
         workdir = tmp_path / "devnet"
         process = subprocess.Popen(
             _command(
@@ -198,11 +200,13 @@ class TestKeepRunningAndPay:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "MESH_X402_ANVIL": str(tmp_path / "no-anvil-here")},
         )
         stdout, stderr = _Lines(process.stdout), _Lines(process.stderr)
         try:
             stderr.until("Press Ctrl-C to stop everything.")
             text = "".join(stderr.seen)
+            assert "is not an executable file); using the embedded EVM (eth-tester)" in text
             key_file = workdir / "clients" / "alice.key"
             assert f"--key-file {key_file}" in text
             assert key_file.stat().st_mode & 0o777 == 0o600
@@ -232,7 +236,7 @@ class TestKeepRunningAndPay:
             assert streamed.returncode == 0, streamed.stderr
             assert streamed.stdout.strip()  # the answer's text
             assert "quote: " in streamed.stderr
-            assert "on eip155:31337 (exact), payTo 0x" in streamed.stderr
+            assert f"on {EMBEDDED_NETWORK} (exact), payTo 0x" in streamed.stderr
             assert "receipt: state chargeable" in streamed.stderr
             assert "tokens " in streamed.stderr
 
@@ -260,7 +264,7 @@ class TestKeepRunningAndPay:
             assert document["status"] == 200
             assert document["answer"]
             quote = int(document["quote"]["amount"])
-            assert document["quote"]["network"] == "eip155:31337"
+            assert document["quote"]["network"] == EMBEDDED_NETWORK
             assert int(document["authorized"]) == quote
             response = document["paymentResponse"]
             assert response["success"] is True
@@ -279,6 +283,7 @@ class TestKeepRunningAndPay:
         assert process.returncode == 130
         report = json.loads(printed)
         assert report["ok"] is True
+        assert report["chain"]["kind"] == "embedded EVM (eth-tester)"
         assert "stopping every process the devnet started" in progress
         _assert_all_stopped(report, workdir)
 

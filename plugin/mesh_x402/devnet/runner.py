@@ -43,7 +43,6 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from mesh_x402.chain.anvil import Anvil, dev_account
 from mesh_x402.chain.bindings import TokenBinding
 from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.deployment import Deployment, deploy, save_deployment
@@ -51,6 +50,7 @@ from mesh_x402.commands._chain import NodeChain, connect_node
 from mesh_x402.commands.init import CONFIG_FILE, KEY_FILE, write_node_config
 from mesh_x402.commands.register import ensure_registered
 from mesh_x402.devnet.audit import AuditClient, AuditNode, audit
+from mesh_x402.devnet.chains import LocalChain, start_local_chain
 from mesh_x402.devnet.clients import Exchange, PayingClient
 from mesh_x402.devnet.fake_upstream import FakeUpstream
 from mesh_x402.devnet.progress import Progress
@@ -195,7 +195,7 @@ class Devnet:
         self.clients = _Clients()
         self.exchanges: list[tuple[PlannedRequest, Exchange]] = []
         self.settlement = SettlementInfo(status="not run")
-        self.anvil: Anvil | None = None
+        self.local: LocalChain | None = None
         self.chain: ChainClient | None = None
         self.deployment: Deployment | None = None
         self.mesh: Mesh | None = None
@@ -233,7 +233,7 @@ class Devnet:
 
     async def start(self) -> None:
         """Chain, contracts, node folders, agents, fake APIs, hosts and plugins."""
-        self.progress.step("starting anvil (installed from npm on first use)")
+        self.progress.step("starting the local chain (anvil, installed from npm on first use)")
         await self._in_thread(self._start_chain)
         self.progress.step("deploying TestUSDC, IdentityRegistry, MeshSettlement")
         await self._in_thread(self._deploy)
@@ -245,31 +245,32 @@ class Devnet:
         await self._start_mesh()
 
     def _start_chain(self) -> None:
-        anvil = Anvil(accounts=2)
         try:
-            anvil.start()
+            self.local = start_local_chain(self.progress.note)
         except ChainError as exc:
-            raise DevnetError(
-                f"anvil cannot run here ({exc}); this version has no embedded-EVM fallback, "
-                "so the devnet needs anvil (npm package @foundry-rs/anvil-linux-amd64)"
-            ) from None
-        self.anvil = anvil
-        self.chain = ChainClient.connect(anvil.url, chain_id=anvil.chain_id)
+            raise DevnetError(f"no local chain: {exc}") from None
+        self.chain = ChainClient.connect(self.local.url)
 
     def _deploy(self) -> None:
         assert self.chain is not None
+        assert self.local is not None
+        # force: the embedded EVM's chain id is not one of the well-known local ones.
         self.deployment = deploy(
-            self.chain, dev_account(0), with_test_token=True, with_identity_registry=True
+            self.chain,
+            self.local.deployer(),
+            with_test_token=True,
+            with_identity_registry=True,
+            force=True,
         )
         save_deployment(self.workdir / "deployment.json", self.deployment)
 
     def _make_nodes(self) -> None:
-        assert self.anvil is not None
+        assert self.local is not None
         assert self.chain is not None
         deployment = self.deployment
         assert deployment is not None
         chain: dict[str, str | int] = {
-            "rpc": self.anvil.url,
+            "rpc": self.local.url,
             "chain_id": deployment.chain_id,
             "token": deployment.token,
             "settlement": deployment.settlement,
@@ -292,19 +293,8 @@ class Devnet:
                 signer=signer,
                 wallet=_account(folder / WALLET_KEY),
             )
-            self._fund_gas(self.chain, signer.address)
+            self.local.fund_gas(self.chain, signer.address, NODE_GAS)
             self.nodes.append(node)
-
-    @staticmethod
-    def _fund_gas(chain: ChainClient, address: str) -> None:
-        # anvil's own method: no faucet transaction to wait for.
-        def set_balance() -> None:
-            chain.w3.provider.make_request(
-                "anvil_setBalance",  # type: ignore[arg-type]
-                [address, hex(NODE_GAS)],
-            )
-
-        chain.run("anvil_setBalance", set_balance)
 
     def _register(self) -> None:
         for node in self.nodes:
@@ -450,6 +440,7 @@ class Devnet:
 
     def _fund_clients(self) -> None:
         assert self.chain is not None
+        assert self.local is not None
         assert self.deployment is not None
         token = TokenBinding(self.chain, self.deployment.token)
         folder = self.workdir / "clients"
@@ -457,7 +448,7 @@ class Devnet:
         for name in CLIENT_NAMES[: self.options.clients]:
             path = folder / f"{name}.key"
             account = _account(path)
-            token.mint(dev_account(0), account.address, CLIENT_FUNDS)
+            token.mint(self.local.deployer(), account.address, CLIENT_FUNDS)
             self.clients.accounts.append(account)
             self.clients.key_files.append(path)
 
@@ -527,7 +518,7 @@ class Devnet:
     def _report(self) -> DevnetReport:
         assert self.chain is not None
         assert self.deployment is not None
-        assert self.anvil is not None
+        assert self.local is not None
         chain = connect_node(self.nodes[0].config_path)
         missing = None
         if self.settlement.status.startswith("not settled: "):
@@ -559,8 +550,8 @@ class Devnet:
         d = self.deployment
         return DevnetReport(
             chain=ChainInfo(
-                kind="anvil",
-                rpc=self.anvil.url,
+                kind=self.local.kind,
+                rpc=self.local.url,
                 chain_id=d.chain_id,
                 token=d.token,
                 settlement=d.settlement,
@@ -637,9 +628,9 @@ class Devnet:
         await asyncio.gather(*(asyncio.to_thread(upstream.stop) for upstream in upstreams))
         for node in self.nodes:
             node.upstream = None
-        if self.anvil is not None:
-            await asyncio.to_thread(self.anvil.stop)
-            self.anvil = None
+        if self.local is not None:
+            await asyncio.to_thread(self.local.stop)
+            self.local = None
         for folder in self._temp_dirs:
             shutil.rmtree(folder, ignore_errors=True)
         self._temp_dirs.clear()

@@ -27,7 +27,8 @@ def _kind(
     bindings: Sequence[tuple[str, TokenBinding | IdentityRegistryBinding | SettlementBinding]],
 ) -> str:
     to = tx.get("to")
-    if to is None:
+    data = tx.get("input", tx.get("data", b""))  # eth-tester names it `data`
+    if not to:  # anvil says None, eth-tester an empty string
         created = receipt.get("contractAddress")
         for label, binding in bindings:
             if created is not None and binding.address.lower() == str(created).lower():
@@ -36,11 +37,11 @@ def _kind(
     for label, binding in bindings:
         if binding.address.lower() == str(to).lower():
             try:
-                function, _ = binding.contract.decode_function_input(tx["input"])
+                function, _ = binding.contract.decode_function_input(data)
             except ValueError:
                 return f"{label} (unknown call)"
             return f"{label} {function.fn_name}"
-    return "transfer" if not tx.get("input") or tx["input"] in (b"", "0x") else "other"
+    return "transfer" if data in (b"", "0x") else "other"
 
 
 def scan_transactions(
