@@ -46,7 +46,7 @@ from google.protobuf.message import DecodeError, Message
 
 from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
 from mesh_x402.core.receipts import sign_digest
-from mesh_x402.core.verify import recover_signer
+from mesh_x402.core.verify import KEYS, recover_signer
 from mesh_x402.log import Event, get_logger
 from mesh_x402.mesh.channels import Channel, ChannelMessage
 from mesh_x402.mesh.identities import Claim, Identities, Verdict
@@ -173,8 +173,6 @@ class Gossip:
         clock: Callable[[], float] = time.time,
         dedup_capacity: int = DEDUP_CAPACITY,
     ) -> None:
-        from mesh_x402.core.verify import KEYS  # noqa: PLC0415 - same pinned backend
-
         self._channel = channel
         self._secret = secret
         self.address: str = KEYS.PrivateKey(secret).public_key.to_checksum_address()
