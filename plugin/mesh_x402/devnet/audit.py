@@ -188,7 +188,14 @@ def audit(
     for event in events:
         by_hash[event.receipt_hash].append(event)
 
-    _request_lines(result, nodes, clients, exchanges, payments)
+    _request_lines(
+        result,
+        nodes=nodes,
+        clients=clients,
+        exchanges=exchanges,
+        payments=payments,
+        by_hash=by_hash,
+    )
     accepted = [p for p in payments.values() if p.record.state is not PaymentState.RELEASED]
     released = [p for p in payments.values() if p.record.state is PaymentState.RELEASED]
 
@@ -235,14 +242,18 @@ def audit(
 
 def _request_lines(
     result: Audit,
+    *,
     nodes: Sequence[AuditNode],
     clients: Sequence[AuditClient],
     exchanges: Sequence[tuple[PlannedRequest, Exchange]],
     payments: dict[str, _Payment],
+    by_hash: dict[str, list[SettledEvent]],
 ) -> None:
     for planned, exchange in exchanges:
         payment = payments.get(exchange.receipt_id or "")
         record = None if payment is None else payment.record
+        settled = by_hash.get(payment.receipt_hash or "", []) if payment is not None else []
+        credits = dict(settled[0].credits) if len(settled) == 1 else {}
         result.requests.append(
             RequestLine(
                 index=planned.index,
@@ -256,6 +267,7 @@ def _request_lines(
                 charged=None if record is None else record.charge,
                 prompt_tokens=None if record is None else record.prompt_tokens,
                 completion_tokens=None if record is None else record.completion_tokens,
+                credits=credits,
                 error=exchange.error,
             )
         )

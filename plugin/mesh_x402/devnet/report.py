@@ -73,6 +73,8 @@ class RequestLine(_Model):
     charged: int | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    credits: dict[int, int]
+    """agentId -> amount, from the payment's `PaymentSettled` event (empty: not settled)."""
     error: str | None
 
 
@@ -215,7 +217,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
                 for c, w in zip(row, widths, strict=True)
             )
         )
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def _render(report: DevnetReport) -> list[str]:
@@ -252,7 +254,18 @@ def _render(report: DevnetReport) -> list[str]:
         f"tokens metered {s['prompt_tokens']} prompt + {s['completion_tokens']} completion",
     ]
     out += _table(
-        ["#", "client", "entry", "model", "mode", "status", "authorized", "charged", "tokens"],
+        [
+            "#",
+            "client",
+            "entry",
+            "model",
+            "mode",
+            "status",
+            "authorized",
+            "charged",
+            "tokens",
+            "credits (agent:amount)",
+        ],
         [
             [
                 r.index,
@@ -264,6 +277,7 @@ def _render(report: DevnetReport) -> list[str]:
                 r.authorized if r.authorized is not None else "-",
                 r.charged if r.charged is not None else "-",
                 f"{r.prompt_tokens or 0}+{r.completion_tokens or 0}",
+                " ".join(f"{agent}:{amount}" for agent, amount in r.credits.items()) or "-",
             ]
             for r in report.requests
         ],

@@ -118,6 +118,7 @@ def _report(*, ok: bool) -> DevnetReport:
                 charged=800,
                 prompt_tokens=10,
                 completion_tokens=20,
+                credits={0: 800},
                 error=None,
             )
         ],
