@@ -8,6 +8,7 @@ test), each step is its own timestamped line, which is what a log wants.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Final, TextIO
@@ -48,7 +49,10 @@ class Progress:
     def _draw(self, fraction: float, text: str) -> None:
         filled = round(fraction * _BAR_WIDTH)
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
-        self._stream.write(f"{_CLEAR}devnet [{bar}] {self._elapsed()} {text}")
+        line = f"devnet [{bar}] {self._elapsed()} {text}"
+        # Longer than the terminal, the line would wrap and `\r` could not redraw it.
+        width = shutil.get_terminal_size().columns - 1
+        self._stream.write(_CLEAR + (line if len(line) <= width else line[: width - 3] + "..."))
         self._stream.flush()
         self._open_line = True
 
