@@ -25,6 +25,7 @@ from mesh_x402.mesh.gossip import (
 from mesh_x402.mesh.identities import DEFAULT_TTL_SECONDS, Claim, Identities, Verdict
 from mesh_x402.store.journal import Journal
 from mesh_x402.store.receipts import ReceiptStore
+from structlog.testing import capture_logs
 
 CHAIN_ID = 31337
 REGISTRY = "0x" + "e0" * 20
@@ -188,12 +189,18 @@ class TestVerifiedTraffic:
 
 class TestRefused:
     async def test_unverified_sender(self, registry: Registry, clock: Clock) -> None:
-        """A well-signed message from a sender with no verified claim is dropped and counted."""
+        """A well-signed message from a sender with no verified claim is dropped, counted
+        and logged."""
         a, b = make_node("a", registry, clock), make_node("b", registry, clock)
-        await deliver(b, await sent_by(a, "nonce_reservation", reservation()))
+        raw = await sent_by(a, "nonce_reservation", reservation())
+        with capture_logs() as logs:
+            await deliver(b, raw)
         assert b.got == []
         assert b.gossip.counters["unverified_sender"] == 1
         assert b.outbox.bodies == []  # not re-flooded
+        assert [(e["event"], e["reason"], e["sender_agent_id"]) for e in logs] == [
+            ("gossip.dropped", "unverified_sender", AGENTS["a"])
+        ]
 
     async def test_forged_signature(self, registry: Registry, clock: Clock) -> None:
         """A message naming a verified agent but signed by another key is dropped."""
