@@ -49,21 +49,34 @@ def _quote_line(quote: Quote) -> str:
 def _receipt_lines(exchange: Exchange) -> list[str]:
     settle = exchange.settle or {}
     extra = settle.get("extra") or {}
-    lines = [
-        f"paid: success={settle.get('success')} payer {settle.get('payer')} "
-        f"authorized {exchange.authorized} charged {settle.get('amount') or extra.get('charge')}",
-        f"receipt id: {exchange.receipt_id}",
-    ]
+    if settle.get("success"):
+        charged = settle.get("amount") or extra.get("charge")
+        lines = [
+            f"paid: {charged} of {exchange.authorized} authorized by {settle.get('payer')} "
+            f"(settlement {extra.get('settlement', 'deferred')})"
+        ]
+    else:
+        lines = [
+            f"not charged: {settle.get('errorReason') or 'refused'}; the node released the "
+            "payment and will never execute the authorization"
+        ]
+    lines.append(f"receipt id: {exchange.receipt_id}")
     receipt = exchange.receipt
     if receipt is not None:
-        usage = receipt.get("usage") or {}
+        usage = receipt.get("usage")
+        tokens = (
+            f"{usage.get('prompt_tokens')} prompt + {usage.get('completion_tokens')} completion"
+            if isinstance(usage, dict)
+            else "none metered"
+        )
+        charge = receipt.get("charge")
         lines.append(
-            f"receipt: state {receipt.get('state')}, charge {receipt.get('charge')} of "
-            f"{receipt.get('authorized')} authorized, tokens {usage.get('prompt_tokens')} prompt "
-            f"+ {usage.get('completion_tokens')} completion, model {receipt.get('model')}"
+            f"receipt: state {receipt.get('state')}, charge "
+            f"{'none' if charge is None else charge} of {receipt.get('authorized')} authorized, "
+            f"tokens {tokens}, model {receipt.get('model')}"
         )
     elif exchange.receipt_id is not None:
-        lines.append("receipt: the node did not serve /x402/receipts/{id} at this URL")
+        lines.append("receipt: this URL does not serve /x402/receipts/{id} (try the gateway)")
     return lines
 
 
@@ -113,9 +126,9 @@ async def _pay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_document(exchange), indent=2))
     else:
-        if streamed_text:
+        if streamed_text and exchange.text:
             sys.stdout.write("\n")
-        else:
+        elif exchange.text:
             print(exchange.text)
         notes = []
         if exchange.settle is not None:
