@@ -16,6 +16,8 @@ import asyncio
 import io
 import json
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ from chromium import Browser
 from mesh_x402.chain.bindings import SettlementBinding
 from mesh_x402.devnet.progress import Progress
 from mesh_x402.devnet.runner import Devnet, DevnetNode, DevnetOptions
+from mesh_x402.hostdouble import Host, HostConfig
 from mesh_x402.hostdouble.console import ConsoleDouble
+from mesh_x402.keys import create_key_file
 from mesh_x402.store.journal import Journal
 from mesh_x402.store.settlements import SettlementStore
 from mesh_x402.store_archive import package_manifest
@@ -176,3 +180,77 @@ async def test_payments_page_shows_the_ledger(tmp_path: Path) -> None:
     assert seen["dark"]["background"] == "rgb(11, 13, 18)"
     assert (ARTIFACTS / "payments-page-light.png").stat().st_size > 0
     assert (ARTIFACTS / "payments-page-dark.png").stat().st_size > 0
+
+
+_READ_EMPTY_PAGE = """
+(async () => {
+  for (let i = 0; i < 1200; i++) {
+    const error = document.body.getAttribute('data-mount-error');
+    if (error) return { error };
+    if (document.querySelector('[data-loaded]')) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const notice = document.querySelector('[data-field="chain-notice"]');
+  const shown = {
+    notice: notice.style.display === 'none' ? null : notice.textContent,
+    noReceipts: !!document.querySelector('[data-field="no-receipts"]'),
+    noBatches: !!document.querySelector('[data-field="no-batches"]'),
+    credited: document.querySelector('[data-field="credited"]').textContent,
+  };
+  return shown;
+})()
+"""
+_UNMOUNT = """
+(() => {
+  window.__meshPluginHandle.unmount();
+  return document.getElementById('mount').childElementCount;
+})()
+"""
+
+
+async def test_payments_page_without_chain_or_receipts(tmp_path: Path) -> None:
+    """A node whose chain does not answer and that took no payment: the page says both
+    plainly (no error page), shows unknown on-chain balances as such, and unmounts clean."""
+    folder = tmp_path / "node"
+    folder.mkdir()
+    create_key_file(folder / "node.key")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    config = folder / "node.toml"
+    config.write_text(
+        f'[gateway]\nlisten = "127.0.0.1:0"\n\n[chain]\nrpc = "http://127.0.0.1:{closed}"\n',
+        encoding="utf-8",
+    )
+    host = Host(
+        HostConfig(
+            plugin_name="x402",
+            command=[sys.executable, "-m", "mesh_x402", "serve", "--config", str(config)],
+            home=tmp_path / "home",
+            env={"PATH": os.environ.get("PATH", "")},
+            stderr_path=tmp_path / "plugin.log",
+        )
+    )
+    await host.start()
+    try:
+        (page,) = package_manifest("x402")["web_ui"]["pages"]
+        with ConsoleDouble("x402", host.management_url, WEB_DIR, page) as console:
+
+            def show() -> dict[str, Any]:
+                with Browser() as browser:
+                    browser.open(console.page_url("light"))
+                    shown: dict[str, Any] = browser.evaluate(_READ_EMPTY_PAGE)
+                    browser.screenshot(ARTIFACTS / "payments-page-no-chain.png")
+                    shown["afterUnmount"] = browser.evaluate(_UNMOUNT)
+                    return shown
+
+            shown = await asyncio.to_thread(show)
+    finally:
+        await host.stop()
+    assert "error" not in shown, shown
+    assert shown["notice"] is not None
+    assert shown["notice"].startswith("No chain connection")
+    assert shown["noReceipts"]
+    assert shown["noBatches"]
+    assert shown["credited"] == "—"
+    assert shown["afterUnmount"] == 0

@@ -66,6 +66,7 @@ MAX_LIMIT: Final = 500
 # Earnings bucket widths (seconds), the narrowest giving at most _MAX_BUCKETS points.
 _BUCKETS: Final = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_BUCKETS: Final = 48
+_MIN_BUCKETS: Final = 12
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 _log = get_logger("http")
@@ -108,6 +109,16 @@ def is_trusted_local(scope: Scope) -> bool:
             if origin.scheme not in ("http", "https") or not _loopback_host(origin.netloc):
                 return False
     return True
+
+
+def _without_secrets(text: str, rpc: str) -> str:
+    """`text` with the RPC URL cut to scheme://host[:port]: provider URLs often
+    carry an API key in their path or query, and the page may be screenshotted."""
+    parts = urlsplit(rpc)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return text.replace(rpc, f"{parts.scheme}://{host}") if rpc else text
 
 
 @dataclass(frozen=True)
@@ -170,10 +181,14 @@ class ChainWatcher:
             except (PluginError, OSError, ValueError) as exc:
                 # Logged once per outage, not on every read while it lasts.
                 if self.facts.connected or self.facts.checked_at is None:
-                    _log.warning(Event.OPERATOR_CHAIN_UNAVAILABLE, reason=str(exc))
+                    _log.warning(
+                        Event.OPERATOR_CHAIN_UNAVAILABLE,
+                        reason=_without_secrets(str(exc), self._config.chain.rpc),
+                    )
                 self._client = None
+                error = _without_secrets(str(exc), self._config.chain.rpc)
                 self.facts = replace(
-                    self.facts, connected=False, error=str(exc), checked_at=time.time()
+                    self.facts, connected=False, error=error, checked_at=time.time()
                 )
             await asyncio.sleep(self._interval)
 
@@ -469,8 +484,10 @@ def _bucketed(points: list[tuple[float, int]], now: float) -> dict[str, Any]:
     first = min(t for t, _ in points)
     span = max(now, *(t for t, _ in points)) - first
     width = next((w for w in _BUCKETS if span / w < _MAX_BUCKETS), _BUCKETS[-1])
-    start = int(first // width) * width
-    count = int((max(now, first) - start) // width) + 1
+    # At least _MIN_BUCKETS points up to now, so a young node's chart still has a line.
+    last = int(max(now, first) // width) * width
+    start = min(int(first // width) * width, last - (_MIN_BUCKETS - 1) * width)
+    count = (last - start) // width + 1
     sums = [0] * count
     tallies = [0] * count
     for t, amount in points:

@@ -104,7 +104,8 @@ function mountPayments ({ element, host }) {
 .x402p .value { font: 600 16px/1.3 ui-monospace, monospace; overflow-wrap: anywhere; }
 .x402p table { width: 100%; border-collapse: collapse; font-size: 13px; }
 .x402p th, .x402p td { text-align: left; padding: 5px 6px; border-bottom: 1px solid ${colors.borderSoft}; }
-.x402p td.num, .x402p th.num { text-align: right; font-family: ui-monospace, monospace; }
+.x402p td.num, .x402p th.num { text-align: right; }
+.x402p td.num { font-family: ui-monospace, monospace; }
 .x402p code { font-family: ui-monospace, monospace; font-size: 12px; }
 .x402p .notice { border-radius: ${colors.radius}; padding: 8px 10px; border: 1px solid ${colors.warn}; color: ${colors.warn}; }
 .x402p .empty { opacity: .75; font-style: italic; }
@@ -112,6 +113,9 @@ function mountPayments ({ element, host }) {
 .x402p .state-failed, .x402p .state-released { color: ${colors.bad}; }
 .x402p .state-chargeable, .x402p .state-sent, .x402p .state-accepted { color: ${colors.warn}; }
 .x402p .meta { font-size: 12px; opacity: .7; }
+.x402p .facts { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 6px 16px; }
+.x402p .fact { display: grid; grid-template-columns: 130px 1fr; align-items: baseline; }
+.x402p .mono { font: 13px/1.4 ui-monospace, monospace; overflow-wrap: anywhere; }
 `
   })
   const root = el('div', { class: 'x402p', 'data-x402-page': 'payments' })
@@ -134,18 +138,28 @@ function mountPayments ({ element, host }) {
       el('div', { class: 'value', 'data-field': field, text: amount(value) }))
   }
 
+  function fact (label, value, field) {
+    return el('div', { class: 'fact' },
+      el('div', { class: 'label', text: label }),
+      el('div', { class: 'mono', 'data-field': field, text: value === null || value === undefined ? '—' : String(value) }))
+  }
+
   function renderIdentity (node) {
     const peer = node.peerId || {}
+    const binding = node.peerIdBinding === 'match'
+      ? 'on chain matches this node'
+      : { mismatch: 'on chain differs from this node', unset: 'not set on chain', unknown: 'unknown' }[node.peerIdBinding] || node.peerIdBinding
     identity.replaceChildren(
       el('h3', { text: 'Node identity' }),
-      el('div', { class: 'grid' },
-        figure('agentId', node.agentId === null ? 'not registered' : node.agentId, 'agent-id'),
-        figure('Signer', node.signer, 'signer'),
-        figure('agentWallet', node.wallet || '—', 'wallet'),
-        figure('Peer id binding', node.peerIdBinding, 'peer-binding'),
-        figure('Local peer id', peer.local ? shortHash(peer.local) : 'unknown', 'peer-id'),
-        figure('Chain', node.chain ? `eip155:${node.chain.chainId}` : '—', 'chain-id'),
-        figure('Registry', node.agentRegistry || node.identityRegistry || '—', 'registry')
+      el('div', { class: 'facts' },
+        fact('agentId', node.agentId === null ? 'not registered (run mesh-x402 register)' : node.agentId, 'agent-id'),
+        fact('Registry', node.agentRegistry || node.identityRegistry, 'registry'),
+        fact('Signer', node.signer, 'signer'),
+        fact('agentWallet', node.wallet, 'wallet'),
+        fact('Peer id', peer.local || 'not yet seen from mesh-llm', 'peer-id'),
+        fact('Peer id binding', binding, 'peer-binding'),
+        fact('Chain', node.chain ? `eip155:${node.chain.chainId}` + (node.chain.block !== null ? `, block ${node.chain.block}` : '') : null, 'chain-id'),
+        fact('Settlement contract', node.settlement, 'settlement')
       )
     )
   }
@@ -154,11 +168,11 @@ function mountPayments ({ element, host }) {
     balances.replaceChildren(
       el('h3', { text: 'Balances (atomic units)' }),
       el('div', { class: 'grid' },
-        figure('Credited on chain', b.credited, 'credited'),
+        figure('Credited on chain (withdrawable)', b.credited, 'credited'),
         figure('Withdrawn', b.withdrawn, 'withdrawn'),
-        figure(`Pending settlement (${b.pendingPayments} payments)`, b.pendingSettlement, 'pending'),
+        figure(`Charged here, awaiting settlement (${b.pendingPayments})`, b.pendingSettlement, 'pending'),
         figure('Refunds owed to payers', b.refundsOwed, 'refunds'),
-        figure(`Settled (${b.settledPayments} payments)`, b.settled, 'settled')
+        figure(`Charged here, settled (${b.settledPayments})`, b.settled, 'settled')
       )
     )
   }
@@ -229,15 +243,16 @@ function mountPayments ({ element, host }) {
       chart.replaceChildren(head, el('div', { class: 'empty', 'data-field': 'no-earnings', text: 'No earnings yet.' }))
       return
     }
-    const width = 640
-    const height = 180
-    const pad = 28
+    // Drawn at the card's own width so text and strokes keep their pixel sizes.
+    const width = Math.max(320, Math.floor(chart.clientWidth) - 30)
+    const height = 200
+    const pad = 36
     // BigInt: atomic amounts can exceed 2^53; only the ratio is drawn.
     const values = series.map((p) => BigInt(p.cumulative))
     const top = values.reduce((a, b) => (b > a ? b : a), 1n)
     const x = (i) => pad + (series.length === 1 ? (width - 2 * pad) / 2 : (i * (width - 2 * pad)) / (series.length - 1))
     const y = (v) => height - pad - Number((v * 1000n) / top) * (height - 2 * pad) / 1000
-    const drawing = svg('svg', { viewBox: `0 0 ${width} ${height}`, width: '100%', role: 'img', 'aria-label': 'cumulative earnings', 'data-field': 'earnings-chart' })
+    const drawing = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': 'cumulative earnings', 'data-field': 'earnings-chart' })
     drawing.append(svg('line', { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, stroke: colors.border }))
     drawing.append(svg('line', { x1: pad, y1: pad, x2: pad, y2: height - pad, stroke: colors.border }))
     const points = values.map((v, i) => `${x(i)},${y(v)}`).join(' ')
