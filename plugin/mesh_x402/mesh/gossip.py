@@ -82,6 +82,8 @@ HOLD_SECONDS: Final = 30.0
 MAX_HELD: Final = 256
 _MAX_HELD_PER_SENDER: Final = 16
 _PEER_ID: Final = re.compile(r"^[0-9a-f]{64}$")
+# The store keeps agentIds as SQLite integers; ERC-8004 mints them from 0 upwards.
+_MAX_AGENT_ID: Final = 2**63 - 1
 
 _TYPES: Final[Mapping[str, int]] = {
     "identity_claim": gpb.MESSAGE_TYPE_IDENTITY_CLAIM,
@@ -299,19 +301,18 @@ class Gossip:
         return gossip, signer
 
     def _check_envelope(self, gossip: gpb.GossipMessage, now: float) -> str | None:
-        if gossip.chain_id != self.chain_id:
-            return "wrong_chain"
+        """The first envelope rule `gossip` breaks, in order, or None."""
         age_ms = int(now * 1000) - gossip.timestamp_ms
-        if age_ms > MAX_AGE_MS:
-            return "stale"
-        if -age_ms > MAX_SKEW_MS:
-            return "future"
         body = gossip.WhichOneof("body")
-        if body is None or _TYPES[body] != gossip.type:
-            return "bad_body"
-        if not _PEER_ID.match(gossip.sender_peer_id):
-            return "bad_peer_id"
-        return None
+        rules = (
+            (gossip.chain_id != self.chain_id, "wrong_chain"),
+            (age_ms > MAX_AGE_MS, "stale"),
+            (-age_ms > MAX_SKEW_MS, "future"),
+            (body is None or _TYPES[body] != gossip.type, "bad_body"),
+            (not _PEER_ID.match(gossip.sender_peer_id), "bad_peer_id"),
+            (gossip.sender_agent_id > _MAX_AGENT_ID, "bad_agent_id"),
+        )
+        return next((reason for broken, reason in rules if broken), None)
 
     async def _from_sender(self, held: _Held) -> None:
         agent_id = held.message.sender_agent_id

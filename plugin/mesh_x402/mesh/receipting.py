@@ -354,13 +354,17 @@ class MeshReceipts:
             self._refuse(problem, receipt_hash="0x" + digest.hex())
             return
         countersignature = sign_digest(self._secret, digest)
-        await asyncio.to_thread(
-            self._store.add_receipt,
-            receipt,
-            digest,
-            message.signature,
-            own_ack=(self._agent_id, self._gossip.address, countersignature),
-        )
+        try:
+            await asyncio.to_thread(
+                self._store.add_receipt,
+                receipt,
+                digest,
+                message.signature,
+                own_ack=(self._agent_id, self._gossip.address, countersignature),
+            )
+        except ValueError as exc:  # a figure beyond what the store holds
+            self._refuse("bad_receipt", receipt_hash="0x" + digest.hex(), problem=str(exc))
+            return
         _log.info(
             Event.RECEIPT_RECEIVED,
             receipt_hash="0x" + digest.hex(),

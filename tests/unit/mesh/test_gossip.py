@@ -277,14 +277,26 @@ class TestRefused:
         await deliver(b, raw)
         assert b.gossip.counters[reason] == 1
 
-    async def test_wrong_chain_and_mismatched_type(self, registry: Registry, clock: Clock) -> None:
-        """A message for another chain, or whose type does not match its body, is dropped."""
+    @pytest.mark.parametrize(
+        ("overrides", "reason"),
+        [
+            ({"chain_id": 1}, "wrong_chain"),
+            ({"type": gpb.MESSAGE_TYPE_RECEIPT}, "bad_body"),
+            ({"nonce_reservation": None, "type": gpb.MESSAGE_TYPE_UNSPECIFIED}, "bad_body"),
+            ({"sender_peer_id": "F" * 64}, "bad_peer_id"),
+            ({"sender_agent_id": 2**63}, "bad_agent_id"),
+        ],
+    )
+    async def test_bad_envelope(
+        self, registry: Registry, clock: Clock, overrides: dict[str, object], reason: str
+    ) -> None:
+        """A signed message for another chain, with a body that does not match its type, or
+        a malformed sender is dropped before any identity lookup."""
         a, b = make_node("a", registry, clock), make_node("b", registry, clock)
         await introduced(b, a)
-        await deliver(b, forge(envelope("a", clock, chain_id=1), KEYS["a"]))
-        await deliver(b, forge(envelope("a", clock, type=gpb.MESSAGE_TYPE_RECEIPT), KEYS["a"]))
+        await deliver(b, forge(envelope("a", clock, **overrides), KEYS["a"]))
         assert b.got == []
-        assert (b.gossip.counters["wrong_chain"], b.gossip.counters["bad_body"]) == (1, 1)
+        assert b.gossip.counters[reason] == 1
 
 
 class TestHeldWhileVerifying:
