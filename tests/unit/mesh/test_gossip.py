@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from gossip_kit import Clock, Outbox
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
 from mesh_x402.core.receipts import sign_digest
 from mesh_x402.mesh.channels import Channel, ChannelMessage
@@ -398,3 +400,13 @@ class TestExpiry:
         await deliver(b, await sent_by(a, "nonce_reservation", reservation(3)))
         assert b.got == []
         assert b.gossip.counters["unverified_sender"] == 1
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=512))
+async def test_any_bytes_are_dropped_not_raised(raw: bytes) -> None:
+    """Arbitrary channel bytes never raise and never reach a handler."""
+    b = make_node("b", Registry("a"), Clock())
+    await deliver(b, raw)
+    assert b.got == []
+    assert sum(b.gossip.counters.values()) >= 1
