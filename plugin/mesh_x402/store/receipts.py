@@ -384,7 +384,7 @@ class ReceiptStore:
                 (now,),
             ).fetchall()
         return [
-            PeerIdentity(int(a), str(p), str(s), int(c), str(r), v, e)
+            PeerIdentity(int(a), str(p), str(s), int(c), str(r), float(v), float(e))
             for a, p, s, c, r, v, e in rows
         ]
 
@@ -410,4 +410,8 @@ class ReceiptStore:
                 "WHERE payer = ? AND nonce = ?",
                 (payer.lower(), nonce.lower()),
             ).fetchone()
-        return None if row is None else Reservation(str(row[0]), str(row[1]), int(row[2]), row[3])
+        return (
+            None
+            if row is None
+            else Reservation(str(row[0]), str(row[1]), int(row[2]), float(row[3]))
+        )
