@@ -70,7 +70,18 @@ from mesh_x402.keys import create_key_file
 from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.receipts import ReceiptStore
 
-__all__ = ["STEPS", "Devnet", "DevnetError", "DevnetOptions"]
+__all__ = [
+    "CLIENT_FUNDS",
+    "CLIENT_NAMES",
+    "NODE_GAS",
+    "PLUGIN_NAME",
+    "STEPS",
+    "WALLET_KEY",
+    "Devnet",
+    "DevnetError",
+    "DevnetNode",
+    "DevnetOptions",
+]
 
 _T = TypeVar("_T")
 
