@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh_x402/v1/gossip.proto\x12\x0cmesh_x402.v1\"3\n\rSignedMessage\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xb9\x03\n\rGossipMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.mesh_x402.v1.MessageType\x12\x17\n\x0fsender_agent_id\x18\x02 \x01(\x04\x12\x16\n\x0esender_peer_id\x18\x03 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x04\x12\x12\n\nmessage_id\x18\x06 \x01(\x0c\x12\x35\n\x0eidentity_claim\x18\n \x01(\x0b\x32\x1b.mesh_x402.v1.IdentityClaimH\x00\x12;\n\x11nonce_reservation\x18\x0b \x01(\x0b\x32\x1e.mesh_x402.v1.NonceReservationH\x00\x12(\n\x07receipt\x18\x0c \x01(\x0b\x32\x15.mesh_x402.v1.ReceiptH\x00\x12/\n\x0breceipt_ack\x18\r \x01(\x0b\x32\x18.mesh_x402.v1.ReceiptAckH\x00\x12;\n\x11settlement_notice\x18\x0e \x01(\x0b\x32\x1e.mesh_x402.v1.SettlementNoticeH\x00\x42\x06\n\x04\x62ody\"o\n\rIdentityClaim\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\x04\x12\x19\n\x11identity_registry\x18\x03 \x01(\x0c\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\x04\x12\x0e\n\x06signer\x18\x05 \x01(\x0c\"U\n\x10NonceReservation\x12\r\n\x05payer\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\t\x12\x14\n\x0cvalid_before\x18\x04 \x01(\x04\"*\n\x06\x43redit\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"\xb7\x02\n\x07Receipt\x12\r\n\x05payer\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x04\x12\x15\n\rprice_version\x18\x08 \x01(\x04\x12\x11\n\ttimestamp\x18\t \x01(\x04\x12\x0e\n\x06\x63harge\x18\n \x01(\t\x12\x0e\n\x06refund\x18\x0b \x01(\t\x12\x16\n\x0e\x65ntry_agent_id\x18\x0c \x01(\x04\x12%\n\x07\x63redits\x18\r \x03(\x0b\x32\x14.mesh_x402.v1.Credit\x12\x0e\n\x06policy\x18\x0e \x01(\t\x12\x11\n\tsignature\x18\x0f \x01(\x0c\"G\n\nReceiptAck\x12\x14\n\x0creceipt_hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\";\n\x10SettlementNotice\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\x12\x16\n\x0ereceipt_hashes\x18\x02 \x03(\x0c*\xcc\x01\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMESSAGE_TYPE_IDENTITY_CLAIM\x10\x01\x12\"\n\x1eMESSAGE_TYPE_NONCE_RESERVATION\x10\x02\x12\x18\n\x14MESSAGE_TYPE_RECEIPT\x10\x03\x12\x1c\n\x18MESSAGE_TYPE_RECEIPT_ACK\x10\x04\x12\"\n\x1eMESSAGE_TYPE_SETTLEMENT_NOTICE\x10\x05\x42>Z<github.com/mesh-x402/mesh-x402/gen/go/meshx402/v1;meshx402v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh_x402/v1/gossip.proto\x12\x0cmesh_x402.v1\"3\n\rSignedMessage\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xb9\x03\n\rGossipMessage\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.mesh_x402.v1.MessageType\x12\x17\n\x0fsender_agent_id\x18\x02 \x01(\x04\x12\x16\n\x0esender_peer_id\x18\x03 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x04\x12\x12\n\nmessage_id\x18\x06 \x01(\x0c\x12\x35\n\x0eidentity_claim\x18\n \x01(\x0b\x32\x1b.mesh_x402.v1.IdentityClaimH\x00\x12;\n\x11nonce_reservation\x18\x0b \x01(\x0b\x32\x1e.mesh_x402.v1.NonceReservationH\x00\x12(\n\x07receipt\x18\x0c \x01(\x0b\x32\x15.mesh_x402.v1.ReceiptH\x00\x12/\n\x0breceipt_ack\x18\r \x01(\x0b\x32\x18.mesh_x402.v1.ReceiptAckH\x00\x12;\n\x11settlement_notice\x18\x0e \x01(\x0b\x32\x1e.mesh_x402.v1.SettlementNoticeH\x00\x42\x06\n\x04\x62ody\"o\n\rIdentityClaim\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\x04\x12\x19\n\x11identity_registry\x18\x03 \x01(\x0c\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\x04\x12\x0e\n\x06signer\x18\x05 \x01(\x0c\"U\n\x10NonceReservation\x12\r\n\x05payer\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\t\x12\x14\n\x0cvalid_before\x18\x04 \x01(\x04\"\xeb\x02\n\x07Receipt\x12\r\n\x05payer\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x04\x12\x15\n\rprice_version\x18\x08 \x01(\x04\x12\x11\n\ttimestamp\x18\t \x01(\x04\x12\x0e\n\x06\x63harge\x18\n \x01(\t\x12\x0e\n\x06refund\x18\x0b \x01(\t\x12\x16\n\x0e\x65ntry_agent_id\x18\x0c \x01(\x04\x12-\n\x07\x63redits\x18\r \x03(\x0b\x32\x1c.mesh_x402.v1.Receipt.Credit\x12\x0e\n\x06policy\x18\x0e \x01(\t\x12\x11\n\tsignature\x18\x0f \x01(\x0c\x1a*\n\x06\x43redit\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"G\n\nReceiptAck\x12\x14\n\x0creceipt_hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\";\n\x10SettlementNotice\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\x12\x16\n\x0ereceipt_hashes\x18\x02 \x03(\x0c*\xcc\x01\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMESSAGE_TYPE_IDENTITY_CLAIM\x10\x01\x12\"\n\x1eMESSAGE_TYPE_NONCE_RESERVATION\x10\x02\x12\x18\n\x14MESSAGE_TYPE_RECEIPT\x10\x03\x12\x1c\n\x18MESSAGE_TYPE_RECEIPT_ACK\x10\x04\x12\"\n\x1eMESSAGE_TYPE_SETTLEMENT_NOTICE\x10\x05\x42>Z<github.com/mesh-x402/mesh-x402/gen/go/meshx402/v1;meshx402v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh_x402.v1.gossip_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z<github.com/mesh-x402/mesh-x402/gen/go/meshx402/v1;meshx402v1'
-  _globals['_MESSAGETYPE']._serialized_start=1233
-  _globals['_MESSAGETYPE']._serialized_end=1437
+  _globals['_MESSAGETYPE']._serialized_start=1241
+  _globals['_MESSAGETYPE']._serialized_end=1445
   _globals['_SIGNEDMESSAGE']._serialized_start=43
   _globals['_SIGNEDMESSAGE']._serialized_end=94
   _globals['_GOSSIPMESSAGE']._serialized_start=97
@@ -42,12 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IDENTITYCLAIM']._serialized_end=651
   _globals['_NONCERESERVATION']._serialized_start=653
   _globals['_NONCERESERVATION']._serialized_end=738
-  _globals['_CREDIT']._serialized_start=740
-  _globals['_CREDIT']._serialized_end=782
-  _globals['_RECEIPT']._serialized_start=785
-  _globals['_RECEIPT']._serialized_end=1096
-  _globals['_RECEIPTACK']._serialized_start=1098
-  _globals['_RECEIPTACK']._serialized_end=1169
-  _globals['_SETTLEMENTNOTICE']._serialized_start=1171
-  _globals['_SETTLEMENTNOTICE']._serialized_end=1230
+  _globals['_RECEIPT']._serialized_start=741
+  _globals['_RECEIPT']._serialized_end=1104
+  _globals['_RECEIPT_CREDIT']._serialized_start=1062
+  _globals['_RECEIPT_CREDIT']._serialized_end=1104
+  _globals['_RECEIPTACK']._serialized_start=1106
+  _globals['_RECEIPTACK']._serialized_end=1177
+  _globals['_SETTLEMENTNOTICE']._serialized_start=1179
+  _globals['_SETTLEMENTNOTICE']._serialized_end=1238
 # @@protoc_insertion_point(module_scope)

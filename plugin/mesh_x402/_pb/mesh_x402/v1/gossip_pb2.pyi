@@ -82,16 +82,15 @@ class NonceReservation(_message.Message):
     valid_before: int
     def __init__(self, payer: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., value: _Optional[str] = ..., valid_before: _Optional[int] = ...) -> None: ...
 
-class Credit(_message.Message):
-    __slots__ = ("agent_id", "amount")
-    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
-    AMOUNT_FIELD_NUMBER: _ClassVar[int]
-    agent_id: int
-    amount: str
-    def __init__(self, agent_id: _Optional[int] = ..., amount: _Optional[str] = ...) -> None: ...
-
 class Receipt(_message.Message):
     __slots__ = ("payer", "nonce", "value", "request_id", "model", "prompt_tokens", "completion_tokens", "price_version", "timestamp", "charge", "refund", "entry_agent_id", "credits", "policy", "signature")
+    class Credit(_message.Message):
+        __slots__ = ("agent_id", "amount")
+        AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+        AMOUNT_FIELD_NUMBER: _ClassVar[int]
+        agent_id: int
+        amount: str
+        def __init__(self, agent_id: _Optional[int] = ..., amount: _Optional[str] = ...) -> None: ...
     PAYER_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -119,10 +118,10 @@ class Receipt(_message.Message):
     charge: str
     refund: str
     entry_agent_id: int
-    credits: _containers.RepeatedCompositeFieldContainer[Credit]
+    credits: _containers.RepeatedCompositeFieldContainer[Receipt.Credit]
     policy: str
     signature: bytes
-    def __init__(self, payer: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., value: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., price_version: _Optional[int] = ..., timestamp: _Optional[int] = ..., charge: _Optional[str] = ..., refund: _Optional[str] = ..., entry_agent_id: _Optional[int] = ..., credits: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ..., policy: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, payer: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., value: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., price_version: _Optional[int] = ..., timestamp: _Optional[int] = ..., charge: _Optional[str] = ..., refund: _Optional[str] = ..., entry_agent_id: _Optional[int] = ..., credits: _Optional[_Iterable[_Union[Receipt.Credit, _Mapping]]] = ..., policy: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ReceiptAck(_message.Message):
     __slots__ = ("receipt_hash", "agent_id", "signature")
