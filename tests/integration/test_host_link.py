@@ -165,6 +165,12 @@ async def test_handshake_manifest_and_streamed_binding(tmp_path, hosts, generati
         ("chat-completions", pb.HTTP_METHOD_POST, "/v1/chat/completions"),
         ("completions", pb.HTTP_METHOD_POST, "/v1/completions"),
         ("models", pb.HTTP_METHOD_GET, "/v1/models"),
+        # The Payments page's JSON (http/operator_pages.py).
+        ("x402-node", pb.HTTP_METHOD_GET, "/x402/node"),
+        ("x402-balances", pb.HTTP_METHOD_GET, "/x402/balances"),
+        ("x402-receipts", pb.HTTP_METHOD_GET, "/x402/receipts"),
+        ("x402-batches", pb.HTTP_METHOD_GET, "/x402/batches"),
+        ("x402-earnings", pb.HTTP_METHOD_GET, "/x402/earnings"),
     }
     for binding in manifest.http_bindings:
         assert binding.request_body_mode == pb.HTTP_BODY_MODE_STREAMED
