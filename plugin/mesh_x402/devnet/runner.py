@@ -48,6 +48,7 @@ from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.deployment import Deployment, deploy, save_deployment
 from mesh_x402.commands._chain import NodeChain, connect_node
 from mesh_x402.commands.init import CONFIG_FILE, KEY_FILE, write_node_config
+from mesh_x402.commands.reconcile import reconciler_for
 from mesh_x402.commands.register import ensure_registered
 from mesh_x402.devnet.audit import AuditClient, AuditNode, audit
 from mesh_x402.devnet.chains import LocalChain, start_local_chain
@@ -469,28 +470,20 @@ class Devnet:
         """Reconcile every node, then withdraw every agent's credits."""
         self.progress.step("reconciling: each node settles its payments on chain")
         await self._wait_charged()
-        try:
-            from mesh_x402.commands.reconcile import reconciler_for  # noqa: PLC0415
-        except ImportError:
-            self.settlement = SettlementInfo(status="not settled: reconciler missing")
-            self.progress.note(self.settlement.status)
-        else:
-            batches = settled = failed = 0
-            for node in self.nodes:
-                chain = await self._in_thread(connect_node, node.config_path)
-                journal = Journal.in_state_dir(node.state_dir)
-                try:
-                    report = await reconciler_for(chain, journal).run_once()
-                finally:
-                    journal.close()
-                if report.error is not None:
-                    self.progress.note(f"{node.name}: reconcile stopped: {report.error}")
-                batches += len(report.batches)
-                settled += report.settled
-                failed += sum(report.failed.values())
-            self.settlement = SettlementInfo(
-                status="settled", batches=batches, settled=settled, failed=failed
-            )
+        failed, errors = 0, []
+        for node in self.nodes:
+            chain = await self._in_thread(connect_node, node.config_path)
+            journal = Journal.in_state_dir(node.state_dir)
+            try:
+                report = await reconciler_for(chain, journal).run_once()
+            finally:
+                journal.close()
+            if report.error is not None:
+                errors.append(f"{node.name}: {report.error}")
+                self.progress.note(f"{node.name}: reconcile stopped: {report.error}")
+            failed += sum(report.failed.values())
+        status = "settled" if not errors else "incomplete: " + "; ".join(errors)
+        self.settlement = SettlementInfo(status=status, failed=failed)
         self.progress.step("withdrawing each agent's credits to its agentWallet")
         for node in self.nodes:
             await self._in_thread(self._withdraw, node)
@@ -531,9 +524,6 @@ class Devnet:
         assert self.deployment is not None
         assert self.local is not None
         chain = connect_node(self.nodes[0].config_path)
-        missing = None
-        if self.settlement.status.startswith("not settled: "):
-            missing = self.settlement.status.removeprefix("not settled: ")
         found = audit(
             settlement=chain.settlement,
             token=chain.token,
@@ -546,16 +536,19 @@ class Devnet:
                 for i, account in enumerate(self.clients.accounts)
             ],
             exchanges=self.exchanges,
-            settlement_missing=missing,
         )
         transactions = scan_transactions(self.chain, chain.token, chain.registry, chain.settlement)
         settle_txs = [t for t in transactions if t.kind == "settlement settle"]
         settled = len(found.settled_events)
+        # Counted on chain, not from the reconcile passes: `serve` runs its own
+        # reconciler too, and either may have settled a given payment.
         settlement = self.settlement.model_copy(
             update={
+                "batches": len(settle_txs),
+                "settled": settled,
                 "settle_gas_per_payment": (
                     sum(t.gas_used for t in settle_txs) // settled if settled else None
-                )
+                ),
             }
         )
         d = self.deployment
