@@ -372,7 +372,7 @@ class Reconciler:
                 if not candidates:
                     break
                 self._settle(candidates, report, retrying)
-            report.credit = self._check_credits()
+            report.credit = self.check_credits()
 
     def _chain_now(self) -> int:
         block = self._client.run(
@@ -558,8 +558,12 @@ class Reconciler:
 
     # -- credits ------------------------------------------------------------------
 
-    def _check_credits(self) -> CreditCheck | None:
-        """This agent's on-chain credits against its settled, acknowledged receipts."""
+    def check_credits(self) -> CreditCheck | None:
+        """This agent's on-chain credits against its settled, acknowledged receipts.
+
+        Blocking (chain reads): call it from a worker thread. None when the
+        node has no agentId.
+        """
         if self._agent_id is None:
             return None
         me = self._agent_id

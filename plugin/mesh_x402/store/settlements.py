@@ -265,6 +265,14 @@ class SettlementStore:
             last_batch=last[0] if last else None,
         )
 
+    def unsettled_charges(self) -> int:
+        """The charges of this node's chargeable payments: money earned, not yet on chain."""
+        with self._journal.connection() as db:
+            row = db.execute(
+                "SELECT COALESCE(SUM(charge), 0) FROM payments WHERE state = 'chargeable'"
+            ).fetchone()
+        return int(row[0])
+
     def _batches(self, where: str, params: tuple[object, ...] = ()) -> list[Batch]:
         with self._journal.connection() as db:
             rows = db.execute(f"SELECT {_BATCH_COLUMNS} FROM batches {where}", params).fetchall()  # noqa: S608 - constants

@@ -1,0 +1,1 @@
+"""The operator API: a transport-free service and its grpc.aio server."""
