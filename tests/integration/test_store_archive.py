@@ -315,3 +315,45 @@ async def test_installed_launcher_starts_under_the_host(tmp_path: Path, by_env: 
         assert node["agentId"] is None
     finally:
         await host.stop()
+
+
+def test_install_runs_mesh_llm_when_it_is_on_the_path(tmp_path: Path) -> None:
+    """With `mesh-llm` on the PATH it is run as `plugins install --archive FILE --name NAME`
+    (a recording stand-in here: mesh-llm itself cannot run in the test); without it, the
+    command is printed for the operator to run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv.json"
+    fake = bin_dir / "mesh-llm"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    config = _node(tmp_path / "node")
+    args = [sys.executable, "-m", "mesh_x402", "plugin-install", "--config", str(config)]
+    base_path = os.environ.get("PATH", "")
+    done = subprocess.run(
+        [*args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{base_path}"},
+    )
+    assert done.returncode == 0, done.stderr
+    (archive,) = (tmp_path / "out").glob("*.tar.gz")
+    argv = json.loads(record.read_text(encoding="utf-8"))
+    expected = ["plugins", "install", "--archive", str(archive), "--name", "x402"]
+    assert argv == [*expected, "--version", __version__]
+
+    without = subprocess.run(
+        [*args, "--out", str(tmp_path / "out2")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )
+    assert without.returncode == 0, without.stderr
+    assert "mesh-llm is not on the PATH" in without.stdout
+    assert "mesh-llm plugins install --archive" in without.stdout
