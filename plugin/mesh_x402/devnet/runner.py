@@ -66,7 +66,8 @@ from mesh_x402.devnet.topology import (
 )
 from mesh_x402.devnet.transactions import gas_by_kind, scan_transactions
 from mesh_x402.errors import ChainError, PluginError
-from mesh_x402.hostdouble import Host, HostConfig, Mesh
+from mesh_x402.hostdouble import Host, HostConfig, HostDoubleError, Mesh
+from mesh_x402.hostdouble.host import DOWN_STATES
 from mesh_x402.keys import create_key_file
 from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.receipts import ReceiptStore
@@ -183,6 +184,18 @@ def _price_tables(models: list[ModelSpec]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _log_tail(node: DevnetNode, lines: int = 5) -> str:
+    """The end of a node's plugin log, for an error message (the temporary work
+    folder, and the log with it, is gone once the devnet has stopped)."""
+    path = node.folder / "plugin.log"
+    try:
+        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    shown = "\n".join(f"    {line[:300]}" for line in tail)
+    return f"\n  {node.name} {path.name}, last lines:\n{shown}" if tail else ""
 
 
 def _account(path: Path) -> LocalAccount:
@@ -358,7 +371,11 @@ class Devnet:
         # mesh: PEER_UP reaches a plugin that can answer with its identity
         # claim, and a claim reaches a plugin that can check it.
         self.mesh = Mesh(hosts, links=())
-        await self.mesh.start()
+        try:
+            await self.mesh.start()
+        except HostDoubleError as exc:
+            tails = "".join(_log_tail(node) for node in self.nodes)
+            raise DevnetError(f"the plugins did not start: {exc}{tails}") from None
         await asyncio.gather(*(self._wait_gateway(node) for node in self.nodes))
         for a, b in itertools.combinations(range(len(hosts)), 2):
             await self.mesh.link(a, b)
@@ -370,6 +387,12 @@ class Devnet:
         last = "no answer"
         async with httpx.AsyncClient(timeout=5.0) as http:
             while time.monotonic() < deadline:
+                if node.host is not None and node.host.state in DOWN_STATES:
+                    # A 0.76 host gives up on a plugin that failed to start.
+                    raise DevnetError(
+                        f"{node.name}: its host gave up on the plugin (state "
+                        f"{node.host.state!r}){_log_tail(node)}"
+                    )
                 try:
                     response = await http.get(f"{node.gateway_url}/v1/models")
                 except httpx.HTTPError as exc:
@@ -381,13 +404,12 @@ class Devnet:
                     if response.status_code == 501:
                         raise DevnetError(
                             f"{node.name}: the plugin answers 501 on its gateway: `mesh-x402 "
-                            "serve` does not run the payment gate yet (see "
-                            f"{node.folder / 'plugin.log'})"
+                            f"serve` does not run the payment gate{_log_tail(node)}"
                         )
                 await asyncio.sleep(0.2)
         raise DevnetError(
             f"{node.name}: gateway {node.gateway_url} not ready within {_READY_TIMEOUT:.0f} s "
-            f"({last}); see {node.folder / 'plugin.log'}"
+            f"({last}){_log_tail(node)}"
         )
 
     async def _wait_identities(self) -> None:
