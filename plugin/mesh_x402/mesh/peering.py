@@ -90,6 +90,7 @@ class Peering:
         self._early: deque[ChannelMessage] = deque(maxlen=EARLY_MESSAGES)
         self._replay: asyncio.Task[None] | None = None
         self._last_claim = float("-inf")
+        self._claimed_as: str | None = None
 
     @property
     def agent_id(self) -> int | None:
@@ -189,8 +190,10 @@ class Peering:
             await self.gossip.receive(message)
 
     async def on_event(self, event: pb.MeshEvent) -> None:
-        """Claim our identity when our peer id becomes known and when a peer comes up."""
-        if event.local_peer_id or event.kind == pb.MeshEvent.KIND_PEER_UP:
+        """Claim our identity when our peer id becomes known or changes, and when a peer
+        comes up (every event carries our peer id: the others do not make a claim)."""
+        new_peer_id = bool(event.local_peer_id) and event.local_peer_id != self._claimed_as
+        if new_peer_id or event.kind == pb.MeshEvent.KIND_PEER_UP:
             self._schedule_claim()
 
     def _schedule_claim(self) -> None:
@@ -205,6 +208,7 @@ class Peering:
         if wait > 0:
             await asyncio.sleep(wait)
         self._last_claim = self._clock()
+        self._claimed_as = self._view.local_peer_id
         try:
             await gossip.claim()
         except (ConnectionError, RuntimeError) as exc:

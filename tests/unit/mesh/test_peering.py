@@ -117,14 +117,22 @@ async def test_unregistered_node_joins_no_gossip(tmp_path: Path, journal: Journa
 
 
 async def test_claim_on_peer_up(tmp_path: Path, journal: Journal) -> None:
-    """A PEER_UP makes the node claim its identity again."""
+    """A PEER_UP makes the node claim its identity again; a PEER_UPDATED does not."""
     outbox, clock = Outbox(), Clock(time.time())
     peering = make_peering(make_config(tmp_path), outbox, clock)
     peering.attach(journal)
     await peering.drain()
     clock.now += 60  # past the spacing between claims
     before = len(outbox.sent)
-    up = pb.MeshEvent(kind=pb.MeshEvent.KIND_PEER_UP, peer=pb.MeshPeer(peer_id=PEER))
+    updated = pb.MeshEvent(
+        kind=pb.MeshEvent.KIND_PEER_UPDATED, local_peer_id=OUR_PEER, peer=pb.MeshPeer(peer_id=PEER)
+    )
+    await peering.on_event(updated)
+    await peering.drain()
+    assert len(outbox.sent) == before  # same peer id, no new peer: no claim
+    up = pb.MeshEvent(
+        kind=pb.MeshEvent.KIND_PEER_UP, local_peer_id=OUR_PEER, peer=pb.MeshPeer(peer_id=PEER)
+    )
     await peering.on_event(up)
     await peering.drain()
     sent = outbox.sent[before:]
