@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mesh_x402 import __version__
+from mesh_x402.chain.artifacts import ARTIFACT_NAMES, artifacts_dir
 from mesh_x402.errors import PluginError
 
 __all__ = [
@@ -261,9 +262,20 @@ def _package_files() -> Iterator[tuple[str, Path]]:
         relative = path.relative_to(_PACKAGE_DIR)
         if not path.is_file() or "__pycache__" in relative.parts or path.suffix == ".pyc":
             continue
-        if relative.parts[0] == WEB_ROOT:
-            continue
+        if relative.parts[0] == WEB_ROOT or relative.parts[:2] == ("chain", "_artifacts"):
+            continue  # the bundle goes to web/; the artifacts come from _artifact_files
         yield relative.as_posix(), path
+
+
+def _artifact_files() -> Iterator[tuple[str, Path]]:
+    """The compiled contracts, where an installed wheel keeps them (`chain/_artifacts`):
+    a checkout reads them from `<repo>/contracts/out`, which the archive does not have."""
+    source = artifacts_dir()
+    for name in ARTIFACT_NAMES:
+        path = source / f"{name}.json"
+        if not path.is_file():
+            raise ArchiveError(f"compiled contract {path} is missing: the plugin could not settle")
+        yield f"chain/_artifacts/{name}.json", path
 
 
 def _web_files() -> Iterator[tuple[str, Path]]:
@@ -334,7 +346,7 @@ def build_archive(
         for relative, source in _web_files():
             _add(tar, f"{name}/{WEB_ROOT}/{relative}", source.read_bytes(), 0o644)
         made: set[str] = set()
-        for relative, source in _package_files():
+        for relative, source in (*_package_files(), *_artifact_files()):
             parts = f"{LIB_DIR}/mesh_x402/{relative}".split("/")
             for depth in range(1, len(parts)):
                 folder = "/".join(parts[:depth])

@@ -10,6 +10,7 @@ its launcher started by the host double with no args and no cwd of its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -25,6 +26,9 @@ from typing import Any
 import httpx
 import pytest
 from mesh_x402 import __version__
+from mesh_x402.chain.anvil import Anvil, dev_account
+from mesh_x402.chain.client import ChainClient
+from mesh_x402.chain.deployment import deploy
 from mesh_x402.hostdouble import Host, HostConfig
 from mesh_x402.keys import create_key_file
 
@@ -357,3 +361,71 @@ def test_install_runs_mesh_llm_when_it_is_on_the_path(tmp_path: Path) -> None:
     assert without.returncode == 0, without.stderr
     assert "mesh-llm is not on the PATH" in without.stdout
     assert "mesh-llm plugins install --archive" in without.stdout
+
+
+async def test_installed_plugin_takes_payments_on_a_chain(tmp_path: Path, anvil: Anvil) -> None:
+    """The archive carries everything `serve` needs besides the Python environment (the
+    compiled contracts included): installed and started by the host, it reaches the chain,
+    quotes a paid route with 402 and reports the chain as connected."""
+    client = ChainClient.connect(anvil.url, chain_id=31337)
+    deployment = deploy(client, dev_account(0), with_test_token=True, with_identity_registry=True)
+    folder = tmp_path / "node"
+    folder.mkdir()
+    create_key_file(folder / "node.key")
+    config = folder / "node.toml"
+    config.write_text(
+        f"""
+[gateway]
+listen = "127.0.0.1:0"
+
+[upstream]
+url = "http://127.0.0.1:{_closed_port()}"
+
+[chain]
+rpc = "{anvil.url}"
+chain_id = 31337
+token = "{deployment.token}"
+settlement = "{deployment.settlement}"
+identity_registry = "{deployment.identity_registry}"
+
+[pricing]
+unknown_models = "refuse"
+
+[pricing.models."m"]
+base = 1000
+prompt_per_1k = 0
+completion_per_1k = 0
+""",
+        encoding="utf-8",
+    )
+    archive = _build(tmp_path / "out", "x402", config)
+    _unpack_like_the_host(archive, tmp_path / "installed")
+    host = Host(
+        HostConfig(
+            plugin_name="x402",
+            command=[str(tmp_path / "installed" / "x402" / "x402")],
+            home=tmp_path / "home",
+            env={"PATH": os.environ.get("PATH", "")},
+            stderr_path=tmp_path / "plugin.log",
+        )
+    )
+    await host.start()
+    try:
+        base = f"{host.management_url}/api/plugins/x402/http"
+        quoted = connected = False
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(300):  # the gate and the chain watcher come up after the handshake
+                if not quoted:
+                    paid = await http.post(f"{base}/v1/chat/completions", json={"model": "m"})
+                    quoted = paid.status_code == 402
+                if not connected:
+                    node = (await http.get(f"{base}/x402/node")).json()
+                    connected = node["chain"]["connected"]
+                if quoted and connected:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await host.stop()
+    log = (tmp_path / "plugin.log").read_text(encoding="utf-8")
+    assert quoted, log[-3000:]
+    assert connected, log[-3000:]
