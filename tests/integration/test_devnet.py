@@ -32,6 +32,7 @@ INVARIANTS = {
     "released_payments_never_executed",
     "no_payment_left_in_flight",
     "agent_credits_match_chain",
+    "acknowledged_credits_on_chain",
     "withdrawals_reached_agent_wallets",
     "payer_balances_match",
 }
@@ -98,6 +99,9 @@ def _check_report(report: dict[str, Any], *, nodes: int, requests: int) -> None:
     assert sum(a["credited"] for a in report["agents"]) == charged
     assert sum(a["wallet_balance"] for a in report["agents"]) == charged
     assert all(a["remaining"] == 0 for a in report["agents"])
+    # Each node signed or countersigned receipts crediting it (a countersignature still
+    # in flight when the audit ran may leave one out, never add one).
+    assert all(0 < a["acknowledged"] <= a["credited"] for a in report["agents"])
     assert report["settlement"]["settled"] == requests
     for client in report["clients"]:
         assert client["balance_after"] == client["funded"] - client["charged"]

@@ -18,6 +18,8 @@ Checks (each one line of the report and one key of `invariants`):
     released_payments_never_executed       a released authorization was never used
     no_payment_left_in_flight              no journal holds an `accepted` payment
     agent_credits_match_chain              per agent: credits in events == withdrawn + balance
+    acknowledged_credits_on_chain          per node (its reconciler's check): every receipt it
+                                           signed or acknowledged is settled, none short-paid
     withdrawals_reached_agent_wallets      each agentWallet holds exactly what was withdrawn
     payer_balances_match                   each client holds funded - what it was charged
 """
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh_x402.chain.bindings import SettlementBinding, TokenBinding
+from mesh_x402.chain.reconciler import CreditCheck
 from mesh_x402.devnet.clients import Exchange
 from mesh_x402.devnet.report import AgentLine, Check, ClientLine, RequestLine
 from mesh_x402.devnet.topology import PlannedRequest
@@ -41,12 +44,18 @@ __all__ = ["Audit", "AuditClient", "AuditNode", "SettledEvent", "audit", "settle
 
 @dataclass(frozen=True)
 class AuditNode:
-    """A node as the audit needs it."""
+    """A node as the audit needs it.
+
+    Attributes:
+        credit_check: the node's own reconciler's comparison of its on-chain
+            credits with the receipts it signed or acknowledged (None: none made).
+    """
 
     name: str
     agent_id: int
     wallet: str
     state_dir: Path
+    credit_check: CreditCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -378,8 +387,16 @@ def _agents(
         for agent_id, amount in event.credits:
             credited[agent_id] += amount
             payments[agent_id] += 1
-    match_problems, wallet_problems = [], []
+    match_problems, wallet_problems, ack_problems = [], [], []
     for node in nodes:
+        check = node.credit_check
+        if check is None:
+            ack_problems.append(f"{node.name}: no credit check")
+        elif check.shortfall or check.pending:
+            ack_problems.append(
+                f"agent {node.agent_id}: acknowledged {check.acknowledged} (+{check.pending} "
+                f"pending), on chain {check.on_chain}"
+            )
         withdrawn = settlement.withdrawn(node.agent_id)
         remaining = settlement.balance_of(node.agent_id)
         wallet_balance = token.balance_of(node.wallet)
@@ -388,6 +405,7 @@ def _agents(
                 agent_id=node.agent_id,
                 node=node.name,
                 credited=credited[node.agent_id],
+                acknowledged=None if check is None else check.acknowledged,
                 payments=payments[node.agent_id],
                 withdrawn=withdrawn,
                 remaining=remaining,
@@ -411,6 +429,11 @@ def _agents(
         "agent_credits_match_chain",
         match_problems,
         f"{len(nodes)} agent(s): credits in events == withdrawn + balance",
+    )
+    result.check(
+        "acknowledged_credits_on_chain",
+        ack_problems,
+        "every node's signed or acknowledged receipts are settled and paid in full on chain",
     )
     result.check(
         "withdrawals_reached_agent_wallets",

@@ -101,6 +101,8 @@ class AgentLine(_Model):
     agent_id: int
     node: str
     credited: int
+    acknowledged: int | None
+    """Credits in receipts the node itself signed or countersigned (its reconciler's count)."""
     payments: int
     withdrawn: int
     remaining: int
@@ -312,13 +314,24 @@ def _render(report: DevnetReport) -> list[str]:
     ]
     out += ["", "credits per agent (from PaymentSettled / Withdrawn events)"]
     out += _table(
-        ["agent", "node", "payments", "credited", "withdrawn", "left", "wallet", "wallet balance"],
+        [
+            "agent",
+            "node",
+            "payments",
+            "credited",
+            "acknowledged",
+            "withdrawn",
+            "left",
+            "wallet",
+            "wallet balance",
+        ],
         [
             [
                 a.agent_id,
                 a.node,
                 a.payments,
                 a.credited,
+                "-" if a.acknowledged is None else a.acknowledged,
                 a.withdrawn,
                 a.remaining,
                 a.wallet,

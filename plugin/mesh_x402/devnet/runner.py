@@ -46,6 +46,7 @@ from eth_account.signers.local import LocalAccount
 from mesh_x402.chain.bindings import TokenBinding
 from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.deployment import Deployment, deploy, save_deployment
+from mesh_x402.chain.reconciler import CreditCheck
 from mesh_x402.commands._chain import NodeChain, connect_node
 from mesh_x402.commands.init import CONFIG_FILE, KEY_FILE, write_node_config
 from mesh_x402.commands.reconcile import reconciler_for
@@ -551,7 +552,8 @@ class Devnet:
             token=chain.token,
             from_block=self.deployment.deployed_at,
             nodes=[
-                AuditNode(n.name, n.agent_id, n.wallet.address, n.state_dir) for n in self.nodes
+                AuditNode(n.name, n.agent_id, n.wallet.address, n.state_dir, self._credit_check(n))
+                for n in self.nodes
             ],
             clients=[
                 AuditClient(CLIENT_NAMES[i], account.address, CLIENT_FUNDS)
@@ -610,6 +612,16 @@ class Devnet:
             workdir=str(self.workdir),
             seconds=round(time.monotonic() - self._started, 1),
         )
+
+    @staticmethod
+    def _credit_check(node: DevnetNode) -> CreditCheck | None:
+        """The node's own reconciler compares its credits on chain with its receipts."""
+        chain = connect_node(node.config_path)
+        journal = Journal.in_state_dir(node.state_dir)
+        try:
+            return reconciler_for(chain, journal).check_credits()
+        finally:
+            journal.close()
 
     # -- by hand -------------------------------------------------------------------
 

@@ -143,6 +143,7 @@ def _report(*, ok: bool) -> DevnetReport:
                 agent_id=0,
                 node="node-0",
                 credited=800,
+                acknowledged=800,
                 payments=1,
                 withdrawn=800,
                 remaining=0,
