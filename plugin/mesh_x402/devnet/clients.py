@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -80,23 +80,12 @@ class Exchange:
     usage: dict[str, Any] | None = None
     receipt: dict[str, Any] | None = None
     error: str | None = None
-    streamed: bool = False
-    chunks: int = field(default=0)
 
     @property
     def receipt_id(self) -> str | None:
         extra = (self.settle or {}).get("extra") or {}
         value = extra.get("receiptId")
         return value if isinstance(value, str) else None
-
-    @property
-    def charged(self) -> int | None:
-        """The final charge: the receipt's, else the payment response's (None: unknown)."""
-        for source in (self.receipt or {}, self.settle or {}):
-            value = source.get("charge", source.get("amount"))
-            if isinstance(value, str) and value.isdigit():
-                return int(value)
-        return None
 
 
 def _text_of(document: dict[str, Any]) -> str:
@@ -180,7 +169,6 @@ class PayingClient:
         max_tokens: int | None = None,
         on_text: Callable[[str], None] | None = None,
         on_quote: Callable[[Quote], None] | None = None,
-        fetch_receipt: bool = True,
     ) -> Exchange:
         """Pay for one chat completion at the node `url` and return what happened.
 
@@ -201,7 +189,7 @@ class PayingClient:
         async with self._lock:
             self._quote, self._authorization = None, None
             self._quote_seen = on_quote
-            exchange = Exchange(payer=self.account.address, streamed=stream)
+            exchange = Exchange(payer=self.account.address)
             try:
                 await self._send(f"{base}/v1/chat/completions", body, exchange, on_text)
             except (httpx.HTTPError, PaymentError) as exc:
@@ -210,7 +198,7 @@ class PayingClient:
             if self._authorization is not None:
                 exchange.authorized = int(self._authorization.get("value", 0))
                 exchange.nonce = str(self._authorization.get("nonce"))
-        if fetch_receipt and exchange.receipt_id is not None:
+        if exchange.receipt_id is not None:
             exchange.receipt = await self.receipt(base, exchange.receipt_id)
         return exchange
 
@@ -273,7 +261,6 @@ class PayingClient:
             piece = _text_of(document)
             if piece:
                 exchange.text += piece
-                exchange.chunks += 1
                 if on_text is not None:
                     on_text(piece)
             if isinstance(document.get("usage"), dict):
