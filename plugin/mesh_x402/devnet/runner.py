@@ -644,7 +644,7 @@ class Devnet:
         lines += [
             "",
             f"models: {', '.join(m.id for m in self.models)}",
-            f"work folder: {self.workdir}",
+            f"work folder: {self.workdir} (node-N/plugin.log: each plugin's log)",
             "Press Ctrl-C to stop everything.",
         ]
         return "\n".join(lines) + "\n"
