@@ -31,6 +31,7 @@ from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.deployment import deploy
 from mesh_x402.hostdouble import Host, HostConfig
 from mesh_x402.keys import create_key_file
+from test_gate_hosted import _write_node as write_gate_node
 
 pytestmark = pytest.mark.integration
 
@@ -369,34 +370,9 @@ async def test_installed_plugin_takes_payments_on_a_chain(tmp_path: Path, anvil:
     quotes a paid route with 402 and reports the chain as connected."""
     client = ChainClient.connect(anvil.url, chain_id=31337)
     deployment = deploy(client, dev_account(0), with_test_token=True, with_identity_registry=True)
-    folder = tmp_path / "node"
-    folder.mkdir()
-    create_key_file(folder / "node.key")
-    config = folder / "node.toml"
-    config.write_text(
-        f"""
-[gateway]
-listen = "127.0.0.1:0"
-
-[upstream]
-url = "http://127.0.0.1:{_closed_port()}"
-
-[chain]
-rpc = "{anvil.url}"
-chain_id = 31337
-token = "{deployment.token}"
-settlement = "{deployment.settlement}"
-identity_registry = "{deployment.identity_registry}"
-
-[pricing]
-unknown_models = "refuse"
-
-[pricing.models."m"]
-base = 1000
-prompt_per_1k = 0
-completion_per_1k = 0
-""",
-        encoding="utf-8",
+    upstream = f"http://127.0.0.1:{_closed_port()}"  # a quote needs no upstream
+    config = write_gate_node(
+        tmp_path / "node", anvil.url, deployment.token, deployment.settlement, upstream
     )
     archive = _build(tmp_path / "out", "x402", config)
     _unpack_like_the_host(archive, tmp_path / "installed")
@@ -416,7 +392,7 @@ completion_per_1k = 0
         async with httpx.AsyncClient(timeout=30) as http:
             for _ in range(300):  # the gate and the chain watcher come up after the handshake
                 if not quoted:
-                    paid = await http.post(f"{base}/v1/chat/completions", json={"model": "m"})
+                    paid = await http.post(f"{base}/v1/chat/completions", json={"model": "held"})
                     quoted = paid.status_code == 402
                 if not connected:
                     node = (await http.get(f"{base}/x402/node")).json()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.registration import agent_registry_id
 from mesh_x402.config import NodeConfig
 from mesh_x402.errors import PluginError
+from mesh_x402.hostdouble.management import is_trusted_local as host_rule
 from mesh_x402.http.app import strip_binding_prefix
 from mesh_x402.http.paywall import json_response
 from mesh_x402.http.server import ASGIApp, Receive, Scope, Send
@@ -67,48 +67,29 @@ MAX_LIMIT: Final = 500
 _BUCKETS: Final = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_BUCKETS: Final = 48
 _MIN_BUCKETS: Final = 12
-_LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 _log = get_logger("http")
-
-
-def _loopback_host(host: str) -> bool:
-    host = host.strip().lower()
-    if host.startswith("["):  # [::1]:port
-        host = host[1 : host.find("]")] if "]" in host else host[1:]
-    elif host.count(":") == 1:  # name:port or v4:port
-        host = host.split(":", 1)[0]
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def is_trusted_local(scope: Scope) -> bool:
     """mesh-llm's "trusted local caller" rule, for a request on the gateway port.
 
-    A request on the binding's Unix socket (no client address) came through
-    the host, which applied the rule already.
+    The rule itself is the one the host double applies for the host
+    (`hostdouble.management.is_trusted_local`). A request on the binding's
+    Unix socket (no client address) came through the host, which applied it
+    already.
     """
     client = scope.get("client")
     if client is None:
         return True
-    try:
-        if not ipaddress.ip_address(str(client[0])).is_loopback:
-            return False
-    except ValueError:
-        return False
+    host = origin = None
     for name, value in scope.get("headers", ()):
         key = name.lower()
-        if key == b"host" and not _loopback_host(value.decode("latin-1")):
-            return False
-        if key == b"origin":
-            origin = urlsplit(value.decode("latin-1"))
-            if origin.scheme not in ("http", "https") or not _loopback_host(origin.netloc):
-                return False
-    return True
+        if key == b"host":
+            host = value.decode("latin-1")
+        elif key == b"origin":
+            origin = value.decode("latin-1")
+    return host_rule(str(client[0]), host, origin)
 
 
 def _without_secrets(text: str, rpc: str) -> str:
