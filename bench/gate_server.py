@@ -1,0 +1,55 @@
+"""The gate's app under plain uvicorn, in a process of its own (`run.py --gate uvicorn`).
+
+The same app `mesh-x402 serve` builds (`open_gate` on the same node.toml),
+served by uvicorn's h11 protocol on a TCP listener created with
+IPPROTO_TCP, so asyncio sets TCP_NODELAY on every accepted connection (as
+the integration tests' server does). Comparing it with `--gate serve` shows
+what the serve command's own HTTP layer adds.
+
+    python bench/gate_server.py --config node.toml
+
+prints `READY <url>` once it listens; stops when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+from mesh_x402 import log
+from mesh_x402.config import load_config
+from mesh_x402.http.gate import open_gate
+
+
+async def _serve(config_path: Path) -> None:
+    config = load_config(config_path)
+    log.configure(config.node.log_level)  # as `serve` does: the same logging cost per request
+    app = await open_gate(config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    config = uvicorn.Config(
+        app, http="h11", lifespan="off", log_config=None, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    server.should_exit = True
+    await task
+    await app.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path)
+    asyncio.run(_serve(parser.parse_args().config))
+
+
+if __name__ == "__main__":
+    main()
