@@ -67,6 +67,9 @@ MAX_LIMIT: Final = 500
 _BUCKETS: Final = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_BUCKETS: Final = 48
 _MIN_BUCKETS: Final = 12
+# A read that hangs must not hold the plugin's exit (asyncio.run joins worker threads).
+_READ_TIMEOUT_SECONDS: Final = 5.0
+_MAX_RETRY_SECONDS: Final = 60.0
 
 _log = get_logger("http")
 
@@ -156,22 +159,23 @@ class ChainWatcher:
                 await self._task
 
     async def _loop(self) -> None:
+        delay = self._interval
         while True:
             try:
                 self.facts = await asyncio.to_thread(self.read)
+                delay = self._interval
             except (PluginError, OSError, ValueError) as exc:
+                error = _without_secrets(str(exc), self._config.chain.rpc)
                 # Logged once per outage, not on every read while it lasts.
                 if self.facts.connected or self.facts.checked_at is None:
-                    _log.warning(
-                        Event.OPERATOR_CHAIN_UNAVAILABLE,
-                        reason=_without_secrets(str(exc), self._config.chain.rpc),
-                    )
+                    _log.warning(Event.OPERATOR_CHAIN_UNAVAILABLE, reason=error)
                 self._client = None
-                error = _without_secrets(str(exc), self._config.chain.rpc)
                 self.facts = replace(
                     self.facts, connected=False, error=error, checked_at=time.time()
                 )
-            await asyncio.sleep(self._interval)
+                # Back off while the chain is down: each failed read also logs in the client.
+                delay = min(delay * 2, _MAX_RETRY_SECONDS)
+            await asyncio.sleep(delay)
 
     def read(self) -> ChainFacts:
         """One read of everything (blocking).
@@ -182,7 +186,10 @@ class ChainWatcher:
         chain = self._config.chain
         if self._client is None:
             self._client = ChainClient.connect(
-                chain.rpc, chain_id=chain.chain_id, confirmations=chain.confirmations
+                chain.rpc,
+                chain_id=chain.chain_id,
+                confirmations=chain.confirmations,
+                request_timeout=_READ_TIMEOUT_SECONDS,
             )
         client = self._client
         facts = ChainFacts(connected=True, error=None, checked_at=time.time())
