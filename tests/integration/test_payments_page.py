@@ -148,6 +148,8 @@ async def test_payments_page_shows_the_ledger(tmp_path: Path) -> None:
     console: ConsoleDouble | None = None
     try:
         await devnet.start()
+        assert devnet.local is not None
+        assert devnet.local.kind == "anvil"  # never the eth-tester fallback here
         await devnet.pay()
         await devnet.settle()
         node = devnet.nodes[0]
