@@ -51,6 +51,11 @@ def record(kind: str, **fields: object) -> None:
         handle.write(line + "\n")
 
 
+def remove_socket(folder: str, path: str) -> None:
+    Path(path).unlink(missing_ok=True)
+    Path(folder).rmdir()
+
+
 def path_exists(path: str) -> bool:
     return Path(path).exists()
 
@@ -118,7 +123,6 @@ class Plugin:
         self.name = os.environ["MESH_LLM_PLUGIN_NAME"]
         self.endpoint = os.environ["MESH_LLM_PLUGIN_ENDPOINT"]
         self.writer: asyncio.StreamWriter | None = None
-        self.stream_dir = tempfile.mkdtemp(prefix="fk-", dir="/tmp")
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, envelope: pb.Envelope) -> None:
@@ -299,7 +303,19 @@ class Plugin:
             )
             await self.reply(envelope, open_stream_response=response)
             return
-        path = os.path.join(self.stream_dir, f"s{len(self.tasks)}-{os.urandom(3).hex()}.sock")
+        if "tcp_stream" in self.flags:
+            response = pb.OpenStreamResponse(
+                stream_id=request.stream_id,
+                accepted=True,
+                transport_kind=pb.STREAM_TRANSPORT_KIND_TCP,
+                endpoint="127.0.0.1:9",
+            )
+            await self.reply(envelope, open_stream_response=response)
+            return
+        # One short-lived socket per stream, in its own folder under /tmp (a
+        # test's tmp_path can be too long for a socket); both go once served.
+        folder = tempfile.mkdtemp(prefix="fk-", dir="/tmp")
+        path = os.path.join(folder, "s.sock")
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             raw = await reader.read(-1)  # the host half-closes after the request
@@ -322,13 +338,14 @@ class Plugin:
             await writer.drain()
             writer.close()
             server.close()
+            remove_socket(folder, path)
 
         server = await asyncio.start_unix_server(serve, path)
-        transport = pb.STREAM_TRANSPORT_KIND_UNIX_SOCKET
-        if "tcp_stream" in self.flags:
-            transport = pb.STREAM_TRANSPORT_KIND_TCP
         response = pb.OpenStreamResponse(
-            stream_id=request.stream_id, accepted=True, transport_kind=transport, endpoint=path
+            stream_id=request.stream_id,
+            accepted=True,
+            transport_kind=pb.STREAM_TRANSPORT_KIND_UNIX_SOCKET,
+            endpoint=path,
         )
         await self.reply(envelope, open_stream_response=response)
 
