@@ -26,6 +26,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "ChainConfig",
     "GatewayConfig",
+    "MeshConfig",
     "NodeConfig",
     "NodeSection",
     "OperatorConfig",
@@ -170,6 +171,22 @@ class OperatorConfig(_Section):
     )
 
 
+class MeshConfig(_Section):
+    """The local mesh-llm node as a plugin reaches it (besides the plugin socket)."""
+
+    management_url: str = Field(
+        default="http://127.0.0.1:3131",
+        description="mesh-llm's management API (loopback), for the blackboard.",
+    )
+
+    @field_validator("management_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+
 class NodeConfig(_Section):
     """A whole node config file. `path` is where it was read from."""
 
@@ -181,6 +198,7 @@ class NodeConfig(_Section):
     settlement: SettlementConfig = SettlementConfig()
     receipts: ReceiptsConfig = ReceiptsConfig()
     operator: OperatorConfig = OperatorConfig()
+    mesh: MeshConfig = MeshConfig()
     path: Path = Field(default=Path("node.toml"), exclude=True)
 
     @property

@@ -150,7 +150,12 @@ class SettleWorld:
 
 
 def _write_node(
-    folder: Path, world_url: str, deployment: Deployment, node: LocalAccount, batch_size: int
+    folder: Path,
+    world_url: str,
+    deployment: Deployment,
+    node: LocalAccount,
+    batch_size: int,
+    extra: str,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     key = folder / "node.key"
@@ -166,15 +171,18 @@ def _write_node(
         f'identity_registry = "{deployment.identity_registry}"\n'
         "confirmations = 1\n"
         "[settlement]\n"
-        f"batch_size = {batch_size}\n",
+        f"batch_size = {batch_size}\n" + extra,
         encoding="utf-8",
     )
 
 
 def make_world(
-    anvil: Anvil, folder: Path, *, node_index: int = 1, batch_size: int = 3
+    anvil: Anvil, folder: Path, *, node_index: int = 1, batch_size: int = 3, extra: str = ""
 ) -> SettleWorld:
-    """Fresh contracts on `anvil`; dev account `node_index` is this node, registered as an agent."""
+    """Fresh contracts on `anvil`; dev account `node_index` is this node, registered as an agent.
+
+    `extra` is appended to node.toml, after the `[settlement]` keys.
+    """
     client = ChainClient.connect(anvil.url, chain_id=31337)
     deployer = dev_account(0)
     deployment = deploy(client, deployer, with_test_token=True, with_identity_registry=True)
@@ -186,7 +194,7 @@ def make_world(
         registry.register(dev_account(8), "data:,peer-a")[0],
         registry.register(dev_account(9), "data:,peer-b")[0],
     )
-    _write_node(folder, anvil.url, deployment, node, batch_size)
+    _write_node(folder, anvil.url, deployment, node, batch_size, extra)
     save_identity(
         folder / "state",
         IdentityState(

@@ -20,6 +20,7 @@ import importlib
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -39,6 +40,7 @@ from mesh_x402.mesh.streams import StreamNegotiator
 from mesh_x402.mesh.view import MeshView
 
 if TYPE_CHECKING:
+    from mesh_x402.commands._settlement import SettlementRuntime
     from mesh_x402.http.server import ASGIApp, HttpServer
     from mesh_x402.mesh.channels import ChannelMessage
     from mesh_x402.mesh.peering import Peering
@@ -158,6 +160,7 @@ async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one pla
     await asyncio.wait({link, initialized}, return_when=asyncio.FIRST_COMPLETED)
     initialized.cancel()
     http: HttpServer | None = None
+    settlement: SettlementRuntime | None = None
     try:
         if not link.done():
             unix_path = socket_path(config.state_path)
@@ -172,11 +175,22 @@ async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one pla
             negotiator.set_endpoint(str(unix_path))
             address = await asyncio.to_thread(lambda: key.address)  # imports the curve code
             _log.info(Event.SERVE_STARTED, mode="hosted", address=address)
+            settlement = await _start_settlement(
+                config,
+                key,
+                view,
+                lambda: (
+                    session.initialize_request is not None
+                    and session.initialize_request.mesh_visibility == pb.MESH_VISIBILITY_PRIVATE
+                ),
+            )
         await link
     except FrameError as exc:
         _log.error(Event.HOST_BAD_FRAME, reason=str(exc))
         return 1
     finally:
+        if settlement is not None:
+            await settlement.aclose()
         if http is not None:
             await http.stop()
         await stack.aclose()
@@ -193,11 +207,13 @@ async def _standalone(config: NodeConfig, key: NodeKey) -> int:
         _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {config.gateway.listen}: {exc}")
         return 1
     _log.info(Event.SERVE_STARTED, mode="standalone", address=key.address)
+    settlement = await _start_settlement(config, key, None, lambda: False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    await settlement.aclose()
     await http.stop()
     await stack.aclose()
     _log.info(Event.SERVE_STOPPED, reason="signal")
@@ -289,6 +305,19 @@ class _AppStack:
         aclose = getattr(self._app, "aclose", None)  # the gate has one, the placeholder none
         if aclose is not None:
             await aclose()
+
+
+async def _start_settlement(
+    config: NodeConfig, key: NodeKey, view: MeshView | None, private: Callable[[], bool]
+) -> SettlementRuntime:
+    """The reconciler loop, operator API and blackboard (imported now, in a thread: grpc
+    and web3 are slow to import and the host link must keep answering)."""
+    await asyncio.to_thread(importlib.import_module, "mesh_x402.commands._settlement")
+    from mesh_x402.commands._settlement import SettlementRuntime  # noqa: PLC0415
+
+    runtime = SettlementRuntime(config, key, view=view, private=private)
+    await runtime.start()
+    return runtime
 
 
 async def _start_http(config: NodeConfig, unix_path: Path | None, app: ASGIApp) -> HttpServer:

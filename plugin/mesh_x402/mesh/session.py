@@ -95,6 +95,8 @@ class HostSession:
         self._shutdown = asyncio.Event()
         self.initialized = asyncio.Event()
         """Set once the initialize reply has been written."""
+        self.initialize_request: pb.InitializeRequest | None = None
+        """The host's InitializeRequest (its version, the mesh's visibility), once answered."""
 
     def on_request(self, payload: str, handler: RequestHandler) -> None:
         """Answer host requests whose payload field is `payload` with `handler`."""
@@ -195,6 +197,7 @@ class HostSession:
             _log.warning(Event.HOST_WRITE_FAILED, payload=payload, error=repr(exc))
             return
         if payload == "initialize_request":
+            self.initialize_request = request.initialize_request
             self.initialized.set()
         elif payload == "shutdown_request":
             self._shutdown.set()

@@ -131,7 +131,8 @@ class OperatorService:
         self._journal = journal
         self._receipts = receipts
         self._settlements = SettlementStore(journal)
-        self._reconciler = reconciler
+        self.reconciler = reconciler
+        """Set later when the chain comes up after the API (serve connects in the background)."""
         self._mesh = mesh
         self._poll = poll_interval
         self._clock = clock
@@ -153,9 +154,9 @@ class OperatorService:
         )
 
     def _require_reconciler(self) -> Reconciler:
-        if self._reconciler is None:
+        if self.reconciler is None:
             raise OperatorError("failed_precondition", "this node has no chain configured")
-        return self._reconciler
+        return self.reconciler
 
     async def get_balances(self, _request: pb.GetBalancesRequest) -> pb.Balances:
         reconciler = self._require_reconciler()
