@@ -154,6 +154,7 @@ def _write_node(
     world_url: str,
     deployment: Deployment,
     node: LocalAccount,
+    *,
     batch_size: int,
     extra: str,
 ) -> None:
@@ -194,7 +195,7 @@ def make_world(
         registry.register(dev_account(8), "data:,peer-a")[0],
         registry.register(dev_account(9), "data:,peer-b")[0],
     )
-    _write_node(folder, anvil.url, deployment, node, batch_size, extra)
+    _write_node(folder, anvil.url, deployment, node, batch_size=batch_size, extra=extra)
     save_identity(
         folder / "state",
         IdentityState(
