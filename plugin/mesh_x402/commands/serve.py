@@ -207,11 +207,11 @@ async def _standalone(config: NodeConfig, key: NodeKey) -> int:
         _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {config.gateway.listen}: {exc}")
         return 1
     _log.info(Event.SERVE_STARTED, mode="standalone", address=key.address)
-    settlement = await _start_settlement(config, key, None, lambda: False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    settlement = await _start_settlement(config, key, None, lambda: False)
     await stop.wait()
     await settlement.aclose()
     await http.stop()
