@@ -45,9 +45,10 @@ def resolve_listen(listen: str, folder: Path) -> str:
         ConfigError: not `unix:PATH` or a loopback `HOST:PORT`.
     """
     if listen.startswith("unix:"):
-        path = Path(listen.removeprefix("unix:"))
-        if not str(path):
+        raw = listen.removeprefix("unix:")
+        if not raw:
             raise ConfigError("operator.listen: unix: needs a path")
+        path = Path(raw)
         return f"unix:{path if path.is_absolute() else (folder / path).absolute()}"
     try:
         host, port = parse_host_port(listen)
