@@ -112,11 +112,19 @@ def limit_response_heads(app: ASGIApp) -> ASGIApp:
 
 
 class _HalfCloseH11(H11Protocol):
-    """uvicorn's h11 protocol, except EOF after a whole request keeps the
-    connection open so the response can still be written."""
+    """uvicorn's h11 protocol, except that on the host's Unix socket EOF after
+    a whole request keeps the connection open so the response can be written.
+
+    Only the host half-closes by design. On the gateway's TCP port an EOF is
+    a client that left: closing at once lets the gate see the disconnect and
+    release a payment whose answer never reached anyone.
+    """
 
     # uvicorn types the hook as returning None; asyncio's Protocol allows bool.
     def eof_received(self) -> bool:  # type: ignore[override]
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return False
         # Returning true keeps the transport open for writing; a request
         # still incomplete at EOF closes it (the app sees a disconnect).
         return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
@@ -173,6 +181,9 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit this. Without it a response written as
+        # head then body waits ~40 ms for the client's delayed ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
     except OSError:

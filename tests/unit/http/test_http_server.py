@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mesh_x402.http.placeholder import placeholder_app
-from mesh_x402.http.server import ASGIApp, HttpServer, Receive, Scope, Send
+from mesh_x402.http.server import ASGIApp, HttpServer, Receive, Scope, Send, _bind_tcp
 from structlog.testing import capture_logs
 
 WAIT = 10.0
@@ -124,6 +124,37 @@ class TestGateway:
             response = await client.get(f"http://{address[0]}:{address[1]}/v1/models")
         assert response.status_code == 501
         assert response.json()["error"]["type"] == "not_implemented"
+
+    def test_gateway_sockets_disable_nagle(self):
+        """Head and body leave at once instead of waiting ~40 ms for a delayed ACK:
+        the listening socket sets TCP_NODELAY, which accepted sockets inherit."""
+        listener = _bind_tcp("127.0.0.1", 0)
+        try:
+            client = socket.create_connection(listener.getsockname()[:2])
+            accepted, _ = listener.accept()
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            accepted.close()
+            client.close()
+        finally:
+            listener.close()
+
+    async def test_client_leaving_is_seen_on_the_gateway(self, serve_app):
+        """A TCP client that closes after its request is a disconnect, not a half-close."""
+        disconnected = asyncio.Event()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        _, address = await serve_app(app, tcp=True)
+        assert address is not None
+        _reader, writer = await asyncio.open_connection(*address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        writer.write_eof()
+        await asyncio.wait_for(disconnected.wait(), WAIT)
+        writer.close()
 
 
 class TestHeadLimits:
