@@ -79,10 +79,12 @@ class SettleWorld:
         charge: int,
         credits: Sequence[tuple[int, int]] | None = None,
         valid_before: int | None = None,
+        signature: str | None = None,
     ) -> tuple[str, bytes]:
         """Journal a signed EIP-3009 payment and its receipt; return (payment id, receipt hash).
 
-        Credits default to the whole charge for this node's agent.
+        Credits default to the whole charge for this node's agent; `signature`
+        replaces the payer's (0x hex) to journal a forged or malformed one.
         """
         now = int(time.time())
         nonce = os.urandom(32)
@@ -94,7 +96,7 @@ class SettleWorld:
             valid_before=valid_before if valid_before is not None else now + 3600,
             nonce=nonce,
         )
-        signature = sign_transfer_authorization(
+        packed = sign_transfer_authorization(
             bytes(who.key),
             auth,
             token_name=self.token.name(),
@@ -112,7 +114,7 @@ class SettleWorld:
                 value=value,
                 valid_after=auth.valid_after,
                 valid_before=auth.valid_before,
-                signature="0x" + signature.packed.hex(),
+                signature=signature or "0x" + packed.packed.hex(),
                 network=f"eip155:{self.client.chain_id}",
                 asset=self.token.address,
                 pay_to=self.settlement.address,

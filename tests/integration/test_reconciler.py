@@ -128,8 +128,9 @@ class TestSettle:
     async def test_refused_payments_are_failed_with_reasons_and_others_settle(
         self, anvil: Anvil, tmp_path: Path
     ) -> None:
-        """An expired authorization, a payer short of funds and an unknown agent fail
-        with their reasons; the good payment in the same batch settles."""
+        """An expired authorization, a payer short of funds, an unknown agent, a forged
+        and a malformed signature fail with their reasons; the good payment in the
+        same batch settles."""
         world = make_world(anvil, tmp_path / "node", batch_size=10)
         journal, receipts = world.open_stores()
         rich, poor = payer(3), payer(4)
@@ -141,6 +142,12 @@ class TestSettle:
         unknown, _ = world.pay(
             receipts, journal, rich, value=100, charge=100, credits=[(world.agent_id + 99, 100)]
         )
+        forged, _ = world.pay(
+            receipts, journal, rich, value=100, charge=100, signature="0x" + "1b" * 65
+        )
+        malformed, _ = world.pay(
+            receipts, journal, rich, value=100, charge=100, signature="0x" + "1b" * 64
+        )
 
         report = await _reconciler(world, journal).run_once()
 
@@ -149,14 +156,20 @@ class TestSettle:
             "authorization_expired": 1,
             "payer_insufficient_funds": 1,
             "unknown_agent": 1,
+            "authorization_failed": 1,
+            "malformed: authorization signature is 64 bytes, not 65": 1,
         }
-        reasons = {pid: journal.get(pid) for pid in (good, expired, short, unknown)}
+        reasons = {
+            pid: journal.get(pid) for pid in (good, expired, short, unknown, forged, malformed)
+        }
         assert reasons[good] is not None
         assert reasons[good].state is PaymentState.SETTLED
         for pid, reason in (
             (expired, "authorization_expired"),
             (short, "payer_insufficient_funds"),
             (unknown, "unknown_agent"),
+            (forged, "authorization_failed"),
+            (malformed, "malformed: authorization signature is 64 bytes, not 65"),
         ):
             record = reasons[pid]
             assert record is not None

@@ -342,7 +342,12 @@ class Reconciler:
     async def run_forever(self, interval: float) -> None:
         """Reconcile every `interval` seconds until cancelled (the task inside `serve`)."""
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - the loop outlives one bad pass
+                # A bug or a local fault (e.g. the disk): say so and try again next
+                # interval; everything the pass committed is consistent on its own.
+                _log.error(Event.RECONCILE_FAILED, reason=repr(exc))
             await asyncio.sleep(interval)
 
     # -- one pass (worker thread) -----------------------------------------------
@@ -394,11 +399,23 @@ class Reconciler:
         self, candidates: list[SettleableReceipt], report: ReconcileReport, retrying: set[str]
     ) -> None:
         address = self._settlement.address
-        items = [settlement_item(r, address) for r in candidates]
-        now = self._chain_now()
         unbatched: list[ItemResult] = []
+        usable: list[SettleableReceipt] = []
+        items: list[SettlementItem] = []
+        for receipt in candidates:
+            try:
+                items.append(settlement_item(receipt, address))
+            except ValueError as exc:  # e.g. a signature that is not 65 bytes: never settleable
+                unbatched.append(
+                    ItemResult(receipt.payment_id, None, PaymentState.FAILED, f"malformed: {exc}")
+                )
+                continue
+            usable.append(receipt)
+        candidates = usable
+        now = self._chain_now()
         send: list[tuple[SettleableReceipt, SettlementItem]] = []
-        for receipt, item, status in zip(candidates, items, self._preview(items), strict=True):
+        statuses = self._preview(items) if items else []
+        for receipt, item, status in zip(candidates, items, statuses, strict=True):
             if isinstance(status, str):
                 unbatched.append(ItemResult(receipt.payment_id, None, PaymentState.FAILED, status))
             elif status is SettleStatus.SETTLED:
