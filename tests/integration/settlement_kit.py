@@ -80,11 +80,13 @@ class SettleWorld:
         credits: Sequence[tuple[int, int]] | None = None,
         valid_before: int | None = None,
         signature: str | None = None,
+        entry: int | None = None,
     ) -> tuple[str, bytes]:
         """Journal a signed EIP-3009 payment and its receipt; return (payment id, receipt hash).
 
         Credits default to the whole charge for this node's agent; `signature`
-        replaces the payer's (0x hex) to journal a forged or malformed one.
+        replaces the payer's (0x hex) to journal a forged or malformed one;
+        `entry` names another entry agent than this node's.
         """
         now = int(time.time())
         nonce = os.urandom(32)
@@ -136,7 +138,7 @@ class SettleWorld:
             timestamp=now,
             charge=charge,
             refund=value - charge,
-            entry_agent_id=self.agent_id,
+            entry_agent_id=self.agent_id if entry is None else entry,
             credits=tuple(Credit(agent_id=a, amount=m) for a, m in sorted(split)),
             policy="vram-proportional",
         )

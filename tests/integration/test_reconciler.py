@@ -177,6 +177,31 @@ class TestSettle:
         assert world.settlement.balance_of(world.agent_id) == 100
         assert world.token.balance_of(poor.address) == 10
 
+    async def test_not_entry_signer_waits_without_spending_gas(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """A receipt naming an entry agent this key may not settle for is retried
+        later (the operator can fix the registration), costs no transaction, and
+        does not hold up the payments behind it."""
+        world = make_world(anvil, tmp_path / "node", batch_size=1)
+        journal, receipts = world.open_stores()
+        world.fund(payer(10))
+        foreign, _ = world.pay(
+            receipts, journal, payer(10), value=100, charge=100, entry=world.peers[0]
+        )
+        own, _ = world.pay(receipts, journal, payer(10), value=100, charge=100)
+        sent_before = world.client.w3.eth.get_transaction_count(world.node.address)
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.ok, report.error
+        assert report.retrying == {"not_entry_signer": 1}
+        assert report.settled == 1
+        assert journal.get(foreign).state is PaymentState.CHARGEABLE  # type: ignore[union-attr]
+        assert journal.get(own).state is PaymentState.SETTLED  # type: ignore[union-attr]
+        sent_after = world.client.w3.eth.get_transaction_count(world.node.address)
+        assert sent_after == sent_before + 1  # the one batch with the node's own payment
+
 
 class TestCrashRecovery:
     async def test_batch_recorded_but_never_broadcast_is_sent_again_byte_for_byte(
