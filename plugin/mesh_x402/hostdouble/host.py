@@ -221,6 +221,9 @@ class Host:
         if self._stopping:
             return
         self._stopping = True
+        # SIGKILL first: the plugin must not see its socket close while alive.
+        if self._process is not None:
+            await self._process.kill()
         # Tasks are cancelled without holding the restart lock: one may be
         # waiting for it, and before 3.12 wait_for can swallow a cancellation.
         current = asyncio.current_task()
