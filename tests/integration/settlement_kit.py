@@ -161,6 +161,7 @@ def _write_node(
     *,
     batch_size: int,
     extra: str,
+    confirmations: int,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     key = folder / "node.key"
@@ -174,7 +175,7 @@ def _write_node(
         f'token = "{deployment.token}"\n'
         f'settlement = "{deployment.settlement}"\n'
         f'identity_registry = "{deployment.identity_registry}"\n'
-        "confirmations = 1\n"
+        f"confirmations = {confirmations}\n"
         "[settlement]\n"
         f"batch_size = {batch_size}\n" + extra,
         encoding="utf-8",
@@ -182,7 +183,13 @@ def _write_node(
 
 
 def make_world(
-    anvil: Anvil, folder: Path, *, node_index: int = 1, batch_size: int = 3, extra: str = ""
+    anvil: Anvil,
+    folder: Path,
+    *,
+    node_index: int = 1,
+    batch_size: int = 3,
+    extra: str = "",
+    confirmations: int = 1,
 ) -> SettleWorld:
     """Fresh contracts on `anvil`; dev account `node_index` is this node, registered as an agent.
 
@@ -199,7 +206,15 @@ def make_world(
         registry.register(dev_account(8), "data:,peer-a")[0],
         registry.register(dev_account(9), "data:,peer-b")[0],
     )
-    _write_node(folder, anvil.url, deployment, node, batch_size=batch_size, extra=extra)
+    _write_node(
+        folder,
+        anvil.url,
+        deployment,
+        node,
+        batch_size=batch_size,
+        extra=extra,
+        confirmations=confirmations,
+    )
     save_identity(
         folder / "state",
         IdentityState(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +49,14 @@ def _reconciler(world: SettleWorld, journal: Journal, url: str | None = None) ->
             settlement=type(node.settlement)(client, node.settlement.address),
         )
     return reconciler_for(node, journal, backoff=FAST)
+
+
+async def _poll(check: Callable[[], bool]) -> None:
+    """Wait until `check()` (run in a thread: it may read the chain) is true."""
+    while True:
+        if await asyncio.to_thread(check):
+            return
+        await asyncio.sleep(0.02)
 
 
 def _settled_events(world: SettleWorld) -> Counter[str]:
@@ -201,6 +209,31 @@ class TestSettle:
         assert journal.get(own).state is PaymentState.SETTLED  # type: ignore[union-attr]
         sent_after = world.client.w3.eth.get_transaction_count(world.node.address)
         assert sent_after == sent_before + 1  # the one batch with the node's own payment
+
+    async def test_waits_for_confirmations_and_keeps_payments_chargeable_meanwhile(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """With `chain.confirmations = 2` the batch stays `sent` and its payments
+        chargeable until a second block is mined on top of it."""
+        world = make_world(anvil, tmp_path / "node", confirmations=2)
+        journal, receipts = world.open_stores()
+        world.fund(payer(11))
+        pid, _ = world.pay(receipts, journal, payer(11), value=100, charge=60)
+        reconciler = await asyncio.to_thread(_reconciler, world, journal)
+        running = asyncio.create_task(reconciler.run_once())
+        store = SettlementStore(journal)
+        await _poll(lambda: bool(store.open_batches()))
+        batch = store.open_batches()[0]
+        await _poll(lambda: world.client.receipt_of(batch.tx_hash) is not None)
+        assert not running.done()
+        assert journal.get(pid).state is PaymentState.CHARGEABLE  # type: ignore[union-attr]
+
+        await asyncio.to_thread(world.client.w3.provider.make_request, "evm_mine", [])  # type: ignore[arg-type]
+        report = await running
+
+        assert report.ok, report.error
+        assert report.settled == 1
+        assert journal.get(pid).state is PaymentState.SETTLED  # type: ignore[union-attr]
 
 
 class TestCrashRecovery:
