@@ -21,10 +21,14 @@ from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from mesh_x402.chain.anvil import Anvil
+from mesh_x402.chain.anvil import Anvil, dev_account
+from mesh_x402.chain.bindings import Credit, SettlementItem
+from mesh_x402.chain.eip712 import TransferAuthorization, sign_transfer_authorization
 from mesh_x402.chain.reconciler import Backoff, Reconciler
 from mesh_x402.commands._chain import connect_node
 from mesh_x402.commands.reconcile import reconciler_for
+from mesh_x402.core.receipts import Credit as ReceiptCredit
+from mesh_x402.core.receipts import Receipt, ReceiptDomain, receipt_digest
 from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.settlements import BatchEntry, BatchState, SettlementStore
 from settlement_kit import FUNDS, SettleWorld, make_world, payer
@@ -234,6 +238,65 @@ class TestSettle:
         assert report.ok, report.error
         assert report.settled == 1
         assert journal.get(pid).state is PaymentState.SETTLED  # type: ignore[union-attr]
+
+    async def test_shortfall_when_a_peer_settles_less_than_the_acknowledged_receipt(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """This node acknowledged a peer's receipt crediting it 300, but the peer
+        settled that payment on chain crediting it 100: the report names the 200
+        shortfall. A receipt not yet settled counts as pending, not as missing."""
+        world = make_world(anvil, tmp_path / "node")
+        journal, receipts = world.open_stores()
+        who, peer_key = payer(12), dev_account(8)
+        world.fund(who)
+        peer_agent = world.peers[0]
+        domain = ReceiptDomain(31337, world.settlement.address)
+        token_name, token_version = world.token.name(), world.token.version()
+
+        def peer_payment(credit_me: int) -> tuple[SettlementItem, Receipt, bytes]:
+            nonce = os.urandom(32)
+            auth = TransferAuthorization(
+                who.address, world.settlement.address, 1_000, 0, 2**40, nonce
+            )
+            signature = sign_transfer_authorization(
+                bytes(who.key), auth, token_name=token_name, token_version=token_version,
+                chain_id=31337, token=world.token.address,
+            )  # fmt: skip
+            receipt = Receipt(
+                payer=who.address, nonce=nonce, value=1_000, request_id="r", model="m",
+                prompt_tokens=1, completion_tokens=1, price_version=1, timestamp=1,
+                charge=1_000, refund=0, entry_agent_id=peer_agent,
+                credits=tuple(sorted([ReceiptCredit(world.agent_id, credit_me),
+                                      ReceiptCredit(peer_agent, 1_000 - credit_me)],
+                                     key=lambda c: c.agent_id)),
+                policy="vram-proportional",
+            )  # fmt: skip
+            digest = receipt_digest(receipt, domain)
+            item = SettlementItem(auth, signature, peer_agent, digest, [], 0)
+            return item, receipt, digest
+
+        settled_item, acked, acked_hash = peer_payment(300)
+        _, pending, pending_hash = peer_payment(50)
+        for receipt, digest in ((acked, acked_hash), (pending, pending_hash)):
+            receipts.add_receipt(
+                receipt, digest, b"\x01" * 65,
+                own_ack=(world.agent_id, world.node.address, b"\x02" * 65),
+            )  # fmt: skip
+        # The peer settles the acknowledged payment with another split than the receipt's.
+        cheated = SettlementItem(
+            settled_item.authorization, settled_item.signature, peer_agent, acked_hash,
+            [Credit(world.agent_id, 100), Credit(peer_agent, 900)], 0,
+        )  # fmt: skip
+        world.settlement.settle(peer_key, [cheated])
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.credit is not None
+        assert report.credit.on_chain == 100
+        assert report.credit.acknowledged == 300
+        assert report.credit.pending == 50
+        assert report.credit.shortfall == 200
+        assert report.to_json()["credit"]["shortfall"] == "200"
 
 
 class TestCrashRecovery:
