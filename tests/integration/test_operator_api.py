@@ -201,3 +201,35 @@ def test_receipts_cli_lists_the_ledger(anvil: Anvil, tmp_path: Path) -> None:
     bad = subprocess.run([*command, "--limit", "0"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert "--limit" in bad.stderr
+
+
+async def test_without_a_chain_balances_and_reconcile_are_refused(tmp_path: Path) -> None:
+    """A node with no chain configured still serves its ledger; balances and
+    reconciliation answer FAILED_PRECONDITION naming why."""
+    journal = Journal.in_state_dir(tmp_path / "state")
+    service = OperatorService(
+        identity=NodeIdentity("0x" + "11" * 20, None, 31337, "", "", "", __version__),
+        journal=journal,
+        receipts=ReceiptStore(journal),
+        reconciler=None,
+    )
+    with tempfile.TemporaryDirectory(prefix="op-") as short:
+        server = OperatorServer(service, f"unix:{short}/operator.sock")
+        await server.start()
+        try:
+            async with aio.insecure_channel(server.address) as channel:
+                stub = pb_grpc.OperatorStub(channel)
+                identity = await stub.GetIdentity(pb.GetIdentityRequest())
+                listed = await stub.ListReceipts(pb.ListReceiptsRequest())
+                with pytest.raises(aio.AioRpcError) as balances:
+                    await stub.GetBalances(pb.GetBalancesRequest())
+                with pytest.raises(aio.AioRpcError) as reconcile:
+                    await stub.Reconcile(pb.ReconcileRequest())
+        finally:
+            await server.stop(0)
+            journal.close()
+    assert not identity.registered
+    assert list(listed.receipts) == []
+    for refused in (balances.value, reconcile.value):
+        assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "no chain configured" in (refused.details() or "")

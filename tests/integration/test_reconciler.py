@@ -576,3 +576,22 @@ class TestSigkill:
         assert world.settlement.balance_of(world.agent_id) == 700 * len(hashes)
         assert world.token.balance_of(who.address) == FUNDS - 700 * len(hashes)
         assert SettlementStore(journal).open_batches() == []
+
+
+def test_reconcile_command_exits_1_naming_a_dead_rpc(anvil: Anvil, tmp_path: Path) -> None:
+    """`mesh-x402 reconcile --once` against an RPC that does not answer: exit 1 and
+    a one-line reason naming the endpoint; the ledger is untouched."""
+    world = make_world(anvil, tmp_path / "node")
+    journal, receipts = world.open_stores()
+    world.fund(payer(13))
+    world.pay(receipts, journal, payer(13), value=100, charge=100)
+    text = world.config_path.read_text(encoding="utf-8")
+    world.config_path.write_text(text.replace(world.url, "http://127.0.0.1:9"), encoding="utf-8")
+    command = [
+        sys.executable, "-m", "mesh_x402", "reconcile",
+        "--config", str(world.config_path), "--once",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 1
+    assert "rpc http://127.0.0.1:9 does not answer" in result.stderr
+    assert journal.count(PaymentState.CHARGEABLE) == 1
