@@ -75,7 +75,9 @@ def receipt_to_pb(receipt: Receipt, signature: bytes) -> gpb.Receipt:
         charge=str(receipt.charge),
         refund=str(receipt.refund),
         entry_agent_id=receipt.entry_agent_id,
-        credits=[gpb.Receipt.Credit(agent_id=c.agent_id, amount=str(c.amount)) for c in receipt.credits],
+        credits=[
+            gpb.Receipt.Credit(agent_id=c.agent_id, amount=str(c.amount)) for c in receipt.credits
+        ],
         policy=receipt.policy,
         signature=signature,
     )
