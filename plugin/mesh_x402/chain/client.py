@@ -342,11 +342,16 @@ class ChainClient:
         except ChainError as exc:
             if any(marker in str(exc).lower() for marker in _ALREADY_KNOWN):
                 return
-            # The nonce may be unused (or used): ask the node next time.
-            with self._nonce_lock:
-                self._nonces.pop(tx.sender, None)
+            self.forget_nonce(tx.sender)
             raise
         _log.info(Event.CHAIN_TX_SENT, action=what, tx=tx.tx_hash, sender=tx.sender)
+
+    def forget_nonce(self, sender: str) -> None:
+        """Ask the node for `sender`'s next nonce next time (a signed transaction was
+        not sent, or may not have been): a remembered nonce ahead of the chain
+        would leave a gap no later transaction could get past."""
+        with self._nonce_lock:
+            self._nonces.pop(to_checksum_address(sender), None)
 
     def transact(
         self, account: LocalAccount, fn: ContractFunction | ContractConstructor, what: str

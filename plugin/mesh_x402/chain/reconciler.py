@@ -436,7 +436,13 @@ class Reconciler:
         signed = self._client.prepare(
             self._account, self._settlement.settle_function([i for _, i in send]), what
         )
-        batch_id = self._store.record_sent(signed, [_entry(r) for r, _ in send], now=self._clock())
+        try:
+            batch_id = self._store.record_sent(
+                signed, [_entry(r) for r, _ in send], now=self._clock()
+            )
+        except BaseException:
+            self._client.forget_nonce(signed.sender)  # never sent: its nonce is still free
+            raise
         _log.info(Event.SETTLEMENT_BATCH_SENT, batch=batch_id, tx=signed.tx_hash, items=len(send))
         self._client.broadcast(signed, what)
         batch = self._store.get(batch_id)
