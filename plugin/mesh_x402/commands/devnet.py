@@ -76,8 +76,11 @@ async def _main(devnet: Devnet, args: argparse.Namespace) -> int:
     caught: list[int] = []
 
     def on_signal(signum: int) -> None:
-        caught.append(signum)
-        task.cancel()
+        # The first signal starts the clean-up; more (an impatient second
+        # Ctrl-C) must not interrupt it, or processes would be left behind.
+        if not caught:
+            caught.append(signum)
+            task.cancel()
 
     for signum in _SIGNAL_EXIT:
         loop.add_signal_handler(signum, on_signal, signum)
