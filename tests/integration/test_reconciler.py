@@ -23,8 +23,9 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from mesh_x402.chain.anvil import Anvil, dev_account
 from mesh_x402.chain.bindings import Credit, SettlementItem
+from mesh_x402.chain.client import SignedTx
 from mesh_x402.chain.eip712 import TransferAuthorization, sign_transfer_authorization
-from mesh_x402.chain.reconciler import Backoff, Reconciler
+from mesh_x402.chain.reconciler import Backoff, Reconciler, settlement_item
 from mesh_x402.commands._chain import connect_node
 from mesh_x402.commands.reconcile import reconciler_for
 from mesh_x402.core.receipts import Credit as ReceiptCredit
@@ -311,7 +312,6 @@ class TestCrashRecovery:
         pid, h = world.pay(receipts, journal, payer(5), value=500, charge=400)
         reconciler = _reconciler(world, journal)
         item = receipts.settleable(10)
-        from mesh_x402.chain.reconciler import settlement_item
 
         node = connect_node(world.config_path)
         signed = node.client.prepare(
@@ -343,7 +343,6 @@ class TestCrashRecovery:
         journal, receipts = world.open_stores()
         world.fund(payer(6))
         pid, h = world.pay(receipts, journal, payer(6), value=500, charge=500)
-        from mesh_x402.chain.reconciler import settlement_item
 
         node = connect_node(world.config_path)
         item = receipts.settleable(10)[0]
@@ -380,6 +379,47 @@ class TestCrashRecovery:
         assert record is not None
         assert record.state is PaymentState.SETTLED
         assert record.transaction == _event_tx(world)["0x" + h.hex()] != signed.tx_hash
+
+    async def test_reverted_batch_returns_payments_and_is_not_resent_in_the_same_pass(
+        self, anvil: Anvil, tmp_path: Path
+    ) -> None:
+        """A recorded batch that reverts when mined (here: out of gas) moves nothing:
+        its payments return to the pool, wait for the next pass, then settle once."""
+        world = make_world(anvil, tmp_path / "node")
+        journal, receipts = world.open_stores()
+        world.fund(payer(14))
+        pid, h = world.pay(receipts, journal, payer(14), value=500, charge=500)
+        node = connect_node(world.config_path)
+        item = receipts.settleable(10)[0]
+        fn = node.settlement.settle_function([settlement_item(item, world.settlement.address)])
+        tx = fn.build_transaction(
+            {
+                "from": node.account.address,
+                "gas": 60_000,  # far too little for a settle: reverts when mined
+                "maxFeePerGas": 10**10,
+                "maxPriorityFeePerGas": 10**9,
+                "nonce": world.client.mined_nonce(node.account.address),
+                "chainId": 31337,
+            }
+        )
+        signed = node.account.sign_transaction(tx)
+        SettlementStore(journal).record_sent(
+            SignedTx(
+                node.account.address, tx["nonce"], signed.hash.to_0x_hex(), signed.raw_transaction
+            ),
+            [BatchEntry(pid, "0x" + h.hex(), item.payer, item.nonce, 500, 500)],
+            now=1.0,
+        )
+
+        first = await _reconciler(world, journal).run_once()
+
+        assert first.ok, first.error
+        assert [(b.state, b.settled) for b in first.batches] == [("failed", 0)]
+        assert journal.get(pid).state is PaymentState.CHARGEABLE  # type: ignore[union-attr]
+        assert _settled_events(world)["0x" + h.hex()] == 0
+        second = await _reconciler(world, journal).run_once()
+        assert second.settled == 1
+        assert _settled_events(world)["0x" + h.hex()] == 1
 
 
 class _FlakyRpc:

@@ -365,10 +365,13 @@ class Reconciler:
 
     def _pass(self, report: ReconcileReport) -> None:
         with self._exclusive():
-            for batch in self._store.open_batches():
-                self._resolve(batch, report)
-                report.resumed += 1
+            # Payments not to try again in this pass: a retry outcome, or a batch
+            # that reverted (sending the same items again at once would only
+            # burn gas the same way; the next pass tries them again).
             retrying: set[str] = set()
+            for batch in self._store.open_batches():
+                self._resolve(batch, report, retrying)
+                report.resumed += 1
             while True:
                 wanted = self._batch_size + len(retrying)
                 candidates = [
@@ -447,7 +450,7 @@ class Reconciler:
         self._client.broadcast(signed, what)
         batch = self._store.get(batch_id)
         assert batch is not None  # committed just above
-        self._confirm(batch, report)
+        self._confirm(batch, report, retrying)
 
     def _result(
         self, entry: BatchEntry, status: SettleStatus, now: int, *, tx: str | None
@@ -486,7 +489,7 @@ class Reconciler:
             nonce_used=self._token.authorization_state(entry.payer, nonce),
         )
 
-    def _resolve(self, batch: Batch, report: ReconcileReport) -> None:
+    def _resolve(self, batch: Batch, report: ReconcileReport, retrying: set[str]) -> None:
         """Finish a batch a previous pass left `sent` (see the module docstring, step 1)."""
         if self._client.receipt_of(batch.tx_hash) is None:
             if self._client.mined_nonce(batch.sender) <= batch.nonce:
@@ -495,7 +498,7 @@ class Reconciler:
             elif self._client.receipt_of(batch.tx_hash) is None:
                 self._replaced(batch, report)
                 return
-        self._confirm(batch, report)
+        self._confirm(batch, report, retrying)
 
     def _replaced(self, batch: Batch, report: ReconcileReport) -> None:
         """The batch's nonce went to another transaction: ask the contract per item."""
@@ -514,7 +517,7 @@ class Reconciler:
         self._report(batch, BatchState.FAILED, results, None, report)
         _log.warning(Event.SETTLEMENT_BATCH_FAILED, batch=batch.id, tx=batch.tx_hash, reason=reason)
 
-    def _confirm(self, batch: Batch, report: ReconcileReport) -> None:
+    def _confirm(self, batch: Batch, report: ReconcileReport, retrying: set[str]) -> None:
         """Wait for the batch's confirmations and record what each item became."""
         receipt = self._client.wait(batch.tx_hash, f"settle batch {batch.id}")
         block = int(receipt["blockNumber"])
@@ -522,6 +525,7 @@ class Reconciler:
             results = [
                 ItemResult(e.payment_id, None, None, "batch_reverted") for e in batch.entries
             ]
+            retrying.update(e.payment_id for e in batch.entries)
             self._store.resolve(
                 batch.id,
                 BatchState.FAILED,
