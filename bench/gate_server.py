@@ -8,13 +8,17 @@ what the serve command's own HTTP layer adds.
 
     python bench/gate_server.py --config node.toml
 
-prints `READY <url>` once it listens; stops when stdin closes.
+prints `READY <url>` once it listens; stops when stdin closes. With
+`BENCH_GATE_PROFILE=PATH` in the environment, the event loop's thread runs
+under cProfile and the stats are written to PATH at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import os
 import socket
 import sys
 from pathlib import Path
@@ -48,7 +52,19 @@ async def _serve(config_path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, type=Path)
-    asyncio.run(_serve(parser.parse_args().config))
+    config = parser.parse_args().config
+    profile = os.environ.get("BENCH_GATE_PROFILE")
+    if not profile:
+        asyncio.run(_serve(config))
+        return
+    # Diagnosis: the event loop's thread under cProfile, written when the server stops.
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(_serve(config))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 if __name__ == "__main__":

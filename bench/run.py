@@ -97,11 +97,11 @@ class Sizes:
 
     @classmethod
     def full(cls, reps: int) -> Sizes:
-        return cls(reps, 200, 800, 200, 20, 30, 20, 500, 1.0, 10_000, 20, 3)
+        return cls(reps, 200, 800, 200, 20, 30, 20, 1000, 1.0, 10_000, 20, 3)
 
     @classmethod
     def quick(cls, reps: int) -> Sizes:
-        return cls(reps, 20, 64, 32, 3, 5, 3, 160, 0.2, 100, 5, 1)
+        return cls(reps, 20, 64, 32, 3, 5, 3, 400, 0.2, 100, 5, 1)
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:
