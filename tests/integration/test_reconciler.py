@@ -189,6 +189,10 @@ class TestSettle:
             assert (record.state, record.reason) == (PaymentState.FAILED, reason)
         assert world.settlement.balance_of(world.agent_id) == 100
         assert world.token.balance_of(poor.address) == 10
+        # Failed payments will never pay: not pending, not a shortfall.
+        assert report.credit is not None
+        assert (report.credit.acknowledged, report.credit.pending) == (100, 0)
+        assert report.credit.shortfall == 0
 
     async def test_not_entry_signer_waits_without_spending_gas(
         self, anvil: Anvil, tmp_path: Path

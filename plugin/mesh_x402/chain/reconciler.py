@@ -602,9 +602,12 @@ class Reconciler:
                 amount = sum(c.amount for c in stored.receipt.credits if c.agent_id == me)
                 if amount == 0 or not self._acknowledged(stored.payment_id, stored.receipt_hash):
                     continue
-                if self._is_settled(stored.payment_id, stored.receipt.payer, stored.receipt.nonce):
+                state = self._settlement_of(
+                    stored.payment_id, stored.receipt.payer, stored.receipt.nonce
+                )
+                if state is PaymentState.SETTLED:
                     acknowledged += amount
-                else:
+                elif state is None:
                     pending += amount
             if len(page) < _RECEIPT_PAGE:
                 break
@@ -634,8 +637,17 @@ class Reconciler:
             return True
         return any(ack.agent_id == self._agent_id for ack in self._receipts.acks(receipt_hash))
 
-    def _is_settled(self, payment_id: str | None, payer: str, nonce: bytes) -> bool:
+    def _settlement_of(
+        self, payment_id: str | None, payer: str, nonce: bytes
+    ) -> PaymentState | None:
+        """SETTLED, a final state that will never pay (failed, released), or None (pending).
+
+        This node's own payments are known from its journal; a peer's only
+        from the contract, so a peer's failed payment stays pending here.
+        """
         if payment_id is not None:
             payment = self._journal.get(payment_id)
-            return payment is not None and payment.state is PaymentState.SETTLED
-        return self._settlement.payment_status(payer, nonce)
+            if payment is None or payment.state in (PaymentState.ACCEPTED, PaymentState.CHARGEABLE):
+                return None
+            return payment.state
+        return PaymentState.SETTLED if self._settlement.payment_status(payer, nonce) else None
