@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from mesh_x402._pb.meshllm.plugin.v1 import plugin_pb2 as pb
 from mesh_x402.config import NodeConfig, load_config
@@ -210,7 +210,6 @@ async def _session_answers_after(data: bytes) -> None:
     assert was_answered or isinstance(ended, FrameError)
 
 
-@settings(max_examples=150)
 @given(data=_frame_stream())
 async def test_host_session_survives_or_ends_with_a_frame_error(data: bytes) -> None:
     """Arbitrary frames from the host: health is still answered after them, or the
