@@ -28,6 +28,7 @@ from fault_kit import BODY, PaidNode, Payment, assert_no_secrets, free_port, pay
 from mesh_x402.chain.anvil import Anvil
 from mesh_x402.devnet.fake_upstream import FakeModel
 from mesh_x402.store.journal import PaymentState
+from mesh_x402.store.receipts import ReceiptStore
 from settlement_kit import payer
 
 pytestmark = pytest.mark.integration
@@ -127,13 +128,31 @@ def _check_ledger_against_chain(node: PaidNode, accepted: list[Payment]) -> None
         if state is PaymentState.FAILED:
             assert reason, f"{rid} failed without a reason"
     journal = node.journal()
+    receipts = ReceiptStore(journal)
     try:
         with journal.connection() as db:
-            rows = db.execute("SELECT payer, nonce, state, charge, value FROM payments").fetchall()
+            rows = db.execute(
+                "SELECT receipt_id, payer, nonce, state, charge, value, tx FROM payments"
+            ).fetchall()
+        hashes = {}
+        for rid, *_ in rows:
+            stored = receipts.for_payment(rid)
+            hashes[rid] = None if stored is None else stored.receipt_hash
     finally:
         journal.close()
+    # Every PaymentSettled event on chain, by receipt hash: exactly one per settled payment.
+    events: dict[bytes, list[str]] = {}
+    for event in world.settlement.contract.events.PaymentSettled().get_logs(from_block=0):
+        tx = event["transactionHash"].to_0x_hex()
+        events.setdefault(bytes(event["args"]["receiptHash"]), []).append(tx)
     settled_total = 0
-    for payer_address, nonce, state, charge, value in rows:
+    for rid, payer_address, nonce, state, charge, value, tx_hash in rows:
+        if state == PaymentState.SETTLED.value:
+            receipt_hash = hashes[rid]
+            assert receipt_hash is not None, f"settled payment {rid} has no receipt"
+            assert events.get(receipt_hash) == [tx_hash], (rid, events.get(receipt_hash), tx_hash)
+        elif hashes[rid] is not None:
+            assert hashes[rid] not in events, f"chain settled {rid}, the journal has it {state}"
         on_chain = world.settlement.payment_status(payer_address, bytes.fromhex(nonce[2:]))
         used = world.token.authorization_state(payer_address, bytes.fromhex(nonce[2:]))
         if state == PaymentState.SETTLED.value:
