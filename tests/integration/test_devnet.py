@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -191,6 +192,12 @@ class TestKeepRunningAndPay:
             key_file = workdir / "clients" / "alice.key"
             assert f"--key-file {key_file}" in text
             assert key_file.stat().st_mode & 0o777 == 0o600
+            pages = [line.split()[1] for line in stderr.seen if "/plugins/x402/payments" in line]
+            assert len(pages) == 2  # one Payments page per node
+            for page_url in pages:
+                page = httpx.get(page_url, timeout=HANG_GUARD)
+                assert page.status_code == 200
+                assert "registerMeshPluginUi" in page.text  # the console's host contract mounts it
             node_line = next(line for line in stderr.seen if "mesh-x402 pay --url" in line)
             url = node_line.split("--url ")[1].split()[0]
             model = node_line.split("--model ")[1].split()[0]

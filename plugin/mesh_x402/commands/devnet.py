@@ -60,6 +60,7 @@ async def _run(devnet: Devnet, args: argparse.Namespace) -> int:
         sys.stdout.write(report.to_json() if args.json else report.render())
         sys.stdout.flush()
         if args.keep_running:
+            devnet.open_consoles()
             text = devnet.pay_by_hand()
             (sys.stderr if args.json else sys.stdout).write(text)
             (sys.stderr if args.json else sys.stdout).flush()

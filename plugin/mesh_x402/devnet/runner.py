@@ -68,10 +68,12 @@ from mesh_x402.devnet.topology import (
 from mesh_x402.devnet.transactions import gas_by_kind, scan_transactions
 from mesh_x402.errors import ChainError, PluginError
 from mesh_x402.hostdouble import Host, HostConfig, HostDoubleError, Mesh
+from mesh_x402.hostdouble.console import ConsoleDouble
 from mesh_x402.hostdouble.host import DOWN_STATES
 from mesh_x402.keys import create_key_file
 from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.receipts import ReceiptStore
+from mesh_x402.store_archive import package_manifest
 
 __all__ = [
     "CLIENT_FUNDS",
@@ -227,6 +229,7 @@ class Devnet:
         self.mesh: Mesh | None = None
         self._temp_dirs: list[Path] = []
         self._threads: set[asyncio.Future[Any]] = set()
+        self._consoles: list[tuple[DevnetNode, ConsoleDouble]] = []
         self._started = time.monotonic()
         self.workdir = self._workdir(options.workdir)
 
@@ -625,6 +628,20 @@ class Devnet:
 
     # -- by hand -------------------------------------------------------------------
 
+    def open_consoles(self) -> None:
+        """Serve each node's Payments page as mesh-llm's console would mount it.
+
+        A stand-in for the console (the host-contract page, the bundle, and a
+        relay to the node's management listener), so a person can open every
+        node's page in a browser while the mesh keeps running.
+        """
+        (page,) = package_manifest(PLUGIN_NAME)["web_ui"]["pages"]
+        bundle = Path(__file__).resolve().parent.parent / "web"
+        for node in self.nodes:
+            console = ConsoleDouble(PLUGIN_NAME, node.management_url, bundle, page)
+            console.start()
+            self._consoles.append((node, console))
+
     def pay_by_hand(self) -> str:
         """How to pay the running mesh from another terminal."""
         key = self.clients.key_files[0] if self.clients.key_files else Path("KEY_FILE")
@@ -641,6 +658,13 @@ class Devnet:
                 f"  {node.name}  gateway {node.gateway_url}  management "
                 f"{node.management_url}/api/plugins/{PLUGIN_NAME}/http/v1/chat/completions"
             )
+        if self._consoles:
+            lines += [
+                "",
+                "Payments pages (mesh-llm's console page for this plugin; add ?theme=dark):",
+            ]
+            for node, console in self._consoles:
+                lines.append(f"  {node.name}  {console.page_url()}")
         lines += [
             "",
             f"models: {', '.join(m.id for m in self.models)}",
@@ -654,6 +678,9 @@ class Devnet:
     async def stop(self) -> None:
         """End every process the run started and remove its temporary folders."""
         await asyncio.gather(*self._threads, return_exceptions=True)
+        for _, console in self._consoles:
+            await asyncio.to_thread(console.stop)
+        self._consoles.clear()
         if self.mesh is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mesh.stop(), timeout=30)
