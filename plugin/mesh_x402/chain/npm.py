@@ -6,6 +6,11 @@ Debian, so the tools the tests need come from npm. They go into one prefix,
 package.json: `npm install --no-save` prunes whatever that file does not list,
 so a second package would silently remove the first. Parallel tox
 environments install at the same moment, hence the lock file around npm.
+
+npm runs inside the cache folder rather than with `--prefix`: `--prefix`
+also moves npm's global config to `<prefix>/etc/npmrc`, which drops the
+machine's own settings (a `cafile` for a TLS-inspecting proxy, a mirror),
+and every fetch then fails or falls back to a stale cache after retries.
 """
 
 from __future__ import annotations
@@ -61,18 +66,14 @@ def npm_install(spec: str, *, prefix: Path | None = None) -> Path:
         npm = shutil.which("npm")
         if npm is None:
             raise ChainError(f"cannot install {spec}: npm is not on PATH")
+        manifest = target / "package.json"
+        if not manifest.exists():
+            # Without one, npm would look for a project root above the cache folder.
+            manifest.write_text('{"private": true}\n', encoding="utf-8")
         try:
             subprocess.run(
-                [
-                    npm,
-                    "install",
-                    "--prefix",
-                    str(target),
-                    "--save-exact",
-                    "--no-audit",
-                    "--no-fund",
-                    spec,
-                ],
+                [npm, "install", "--save-exact", "--no-audit", "--no-fund", spec],
+                cwd=target,
                 check=True,
                 capture_output=True,
                 timeout=_NPM_TIMEOUT,
