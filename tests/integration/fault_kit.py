@@ -4,7 +4,8 @@
 gateway on a free loopback port) in front of the fake mesh-llm API, on the
 contracts of a `settlement_kit` world, so payments get signed receipts and
 are settleable. Clients pay with `pay_once`, signing with the SDK-free payer
-of `mesh_x402.core.payer`. Every plugin's stderr goes to a file under the
+of `mesh_x402.core.payer`. `Reconciling` runs `mesh-x402 reconcile` as its
+own process. Every plugin's and reconciler's output goes to a file under the
 test's folder; `assert_no_secrets` reads them all at the end.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import socket
 import sys
 import time
@@ -37,6 +39,7 @@ __all__ = [
     "BODY",
     "PaidNode",
     "Payment",
+    "Reconciling",
     "assert_no_secrets",
     "free_port",
     "paying_node",
@@ -146,6 +149,37 @@ class PaidNode:
             if settle.get("success"):
                 receipt_id = settle["extra"]["receiptId"]
         return Payment(header, signature, response.status_code, receipt_id)
+
+
+class Reconciling:
+    """`mesh-x402 reconcile` (its loop) as a separate process, killable and restartable."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self._config = config
+        self._log = log
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def _spawn(self, *extra: str) -> asyncio.subprocess.Process:
+        with self._log.open("ab") as stderr:
+            return await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "mesh_x402", "reconcile", "--config", str(self._config)),
+                *extra,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+            )
+
+    async def start(self) -> None:
+        self._process = await self._spawn()
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGKILL)
+            await self._process.wait()
+
+    async def once(self) -> int:
+        """One `reconcile --once` pass to the end; its exit code."""
+        return await (await self._spawn("--once")).wait()
 
 
 def _write_gateway(world: SettleWorld, port: int, upstream: str, interval: float) -> None:

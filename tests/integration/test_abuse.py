@@ -20,8 +20,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from fault_kit import assert_no_secrets
+from fault_kit import Reconciling, assert_no_secrets
 from hypothesis import given
 from hypothesis import strategies as st
 from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
@@ -210,16 +208,6 @@ async def test_doors_still_serve_after_abuse(doors: tuple[Path, int]) -> None:
         assert _status(await _send(reader, writer, plain)) == 404
 
 
-def _reconcile_once(node: Node) -> None:
-    config = node.state.parent / "node.toml"
-    subprocess.run(
-        [sys.executable, "-m", "mesh_x402", "reconcile", "--config", str(config), "--once"],
-        check=False,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 def _credited(chain: Chain, nodes: list[Node]) -> int:
     settlement = SettlementBinding(chain.client, chain.deployment.settlement)
     return sum(settlement.balance_of(node.agent_id) for node in nodes)
@@ -270,8 +258,9 @@ async def test_replays_serve_once_on_one_node_and_across_three(
     await _hostile_peers(chain, mesh, payer.address)
     assert [len(n.read(lambda s: s.receipts())) for n in mesh] == receipts_before
 
-    for node in mesh:
-        await asyncio.to_thread(_reconcile_once, node)
+    for index, node in enumerate(mesh):
+        config = node.state.parent / "node.toml"
+        await Reconciling(config, node.log.with_name(f"reconcile{index}.log")).once()
     settlement = SettlementBinding(chain.client, chain.deployment.settlement)
     assert settlement.payment_status(payer.address, bytes.fromhex(nonce[2:]))
     # Credited once: the agents together hold exactly the one charge, and the payer
@@ -291,7 +280,10 @@ async def test_replays_serve_once_on_one_node_and_across_three(
 
     keys = [load_key_file(n.state.parent / "node.key") for n in mesh]
     assert_no_secrets(
-        [n.log for n in mesh],
+        [
+            *(n.log for n in mesh),
+            *(n.log.with_name(f"reconcile{i}.log") for i, n in enumerate(mesh)),
+        ],
         [
             *(bytes(k.secret).hex() for k in keys),
             bytes(payer.key).hex(),

@@ -15,8 +15,6 @@ import asyncio
 import base64
 import json
 import random
-import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +22,16 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
-from fault_kit import BODY, PaidNode, Payment, assert_no_secrets, free_port, paying_node, until
+from fault_kit import (
+    BODY,
+    PaidNode,
+    Payment,
+    Reconciling,
+    assert_no_secrets,
+    free_port,
+    paying_node,
+    until,
+)
 from mesh_x402.chain.anvil import Anvil
 from mesh_x402.devnet.fake_upstream import FakeModel
 from mesh_x402.store.journal import PaymentState
@@ -35,51 +42,6 @@ pytestmark = pytest.mark.integration
 
 CI_KILLS = 20
 LONG_KILLS = 200
-
-
-class Reconciling:
-    """`mesh-x402 reconcile` (its loop) as a separate process, killable and restartable."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self._config = config
-        self._log = log
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self._log.open("ab") as stderr:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mesh_x402",
-                "reconcile",
-                "--config",
-                str(self._config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-            )
-
-    async def kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGKILL)
-            await self._process.wait()
-
-    async def once(self) -> int:
-        """One `reconcile --once` pass to the end; its exit code."""
-        with self._log.open("ab") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mesh_x402",
-                "reconcile",
-                "--config",
-                str(self._config),
-                "--once",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-            )
-            return await process.wait()
 
 
 async def _pay_until(
@@ -238,12 +200,17 @@ class RpcProxy:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._links.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
         except OSError:
             writer.close()
             return
-        self._links |= {writer, up_writer}
+        self._links.add(up_writer)
+        if self._server is None:  # went down while this connection was being opened
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         self._links -= {writer, up_writer}
 
@@ -294,9 +261,8 @@ async def test_chain_rpc_away_and_back_settles_by_itself(anvil: Anvil, tmp_path:
                     await proxy.down()
                     during = [await _accepted(node, client, who, requirements) for _ in range(5)]
                     await asyncio.sleep(1.0)  # several reconcile intervals with no chain
-                    assert node.states(p.receipt_id for p in during if p.receipt_id) == {
-                        p.receipt_id: (PaymentState.CHARGEABLE, None) for p in during
-                    }
+                    states = node.states(p.receipt_id for p in during if p.receipt_id)
+                    assert set(states.values()) == {(PaymentState.CHARGEABLE, None)}, states
                     await proxy.up()
                     everything = [first, *during]
                     await until(
