@@ -28,6 +28,14 @@ arrive together, while the registry check takes a chain round trip, so a
 message from a sender whose claim is under check waits up to
 `HOLD_SECONDS` and is processed once the claim verifies (dropped as
 unverified if it does not).
+
+Claims lost: the host drops channel messages for a plugin that is not up
+yet, so a peer may never have seen our claim. A message from a sender we
+know nothing of (no verified identity, no claim under check) is answered
+with our own claim, so that sender learns us too: at most once per
+`CLAIM_SPACING_SECONDS` in all and once per sender per
+`CLAIM_REFRESH_SECONDS` (the period of the claim refresh that would reach it
+anyway), so a flood of unknown senders makes a trickle of claims.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ from mesh_x402.mesh.identities import Claim, Identities, Verdict
 from mesh_x402.store.receipts import PeerIdentity
 
 __all__ = [
+    "CLAIM_REFRESH_SECONDS",
+    "CLAIM_SPACING_SECONDS",
     "CONTENT_TYPE",
     "DEDUP_CAPACITY",
     "DEDUP_SECONDS",
@@ -81,6 +91,8 @@ DEDUP_CAPACITY: Final = 8192
 HOLD_SECONDS: Final = 30.0
 MAX_HELD: Final = 256
 _MAX_HELD_PER_SENDER: Final = 16
+CLAIM_REFRESH_SECONDS: Final = 60.0
+CLAIM_SPACING_SECONDS: Final = 1.0
 _PEER_ID: Final = re.compile(r"^[0-9a-f]{64}$")
 # The store keeps agentIds as SQLite integers; ERC-8004 mints them from 0 upwards.
 _MAX_AGENT_ID: Final = 2**63 - 1
@@ -159,6 +171,8 @@ class Gossip:
         counters: drop/accept counters by reason (shared with `identities`).
         clock: unix time in seconds.
         dedup_capacity: how many message hashes the dedup keeps at most.
+        claim_refresh: how often this node claims anyway; an unknown sender is
+            answered with our claim at most once in that time.
     """
 
     def __init__(
@@ -174,6 +188,7 @@ class Gossip:
         counters: Counter[str],
         clock: Callable[[], float] = time.time,
         dedup_capacity: int = DEDUP_CAPACITY,
+        claim_refresh: float = CLAIM_REFRESH_SECONDS,
     ) -> None:
         self._channel = channel
         self._secret = secret
@@ -193,6 +208,12 @@ class Gossip:
         # Agents we answered with our own claim once they verified (bounded by
         # the registry: only registered agents verify).
         self._answered: set[int] = set()
+        # Unknown senders answered with our claim, oldest first, and when. Answers
+        # are CLAIM_SPACING_SECONDS apart and entries leave after claim_refresh, so
+        # this holds at most claim_refresh / CLAIM_SPACING_SECONDS + 1 of them.
+        self._answered_unknown: OrderedDict[int, float] = OrderedDict()
+        self._last_answer = float("-inf")
+        self._claim_refresh = claim_refresh
         identities.on_verdict(self._on_verdict)
 
     def on(self, body: str, handler: Handler) -> None:
@@ -322,6 +343,7 @@ class Gossip:
                 self._hold(agent_id, held)
             else:
                 self._drop("unverified_sender", sender_agent_id=agent_id)
+                await self._answer_unknown(agent_id)
             return
         if identity.signer.lower() != held.signer.lower():
             self._drop("signer_mismatch", sender_agent_id=agent_id, signer=held.signer)
@@ -330,6 +352,21 @@ class Gossip:
             self._drop("peer_mismatch", sender_agent_id=agent_id)
             return
         await self._accept(held, identity)
+
+    async def _answer_unknown(self, agent_id: int) -> None:
+        """Send our claim for a sender we know nothing of: it may have missed ours too."""
+        now = self._clock()
+        answered = self._answered_unknown
+        while answered and next(iter(answered.values())) + self._claim_refresh <= now:
+            answered.popitem(last=False)
+        if agent_id in answered or now - self._last_answer < CLAIM_SPACING_SECONDS:
+            return
+        answered[agent_id] = now
+        self._last_answer = now
+        try:
+            await self.claim()
+        except (ConnectionError, RuntimeError) as exc:
+            _log.warning(Event.GOSSIP_DROPPED, reason="claim_not_sent", error=repr(exc))
 
     def _hold(self, agent_id: int, held: _Held) -> None:
         queue = self._held.setdefault(agent_id, deque())

@@ -16,12 +16,17 @@ never credit it (they cannot verify it).
 
 Claims go out when the gossip starts, when the host names our peer id, and
 on PEER_UP (several PEER_UPs in one snapshot make one claim: the first one
-goes out at once, the rest within `CLAIM_SPACING_SECONDS`).
+goes out at once, the rest within `CLAIM_SPACING_SECONDS`), and again
+every `CLAIM_REFRESH_SECONDS` or so: the host drops channel messages for a
+plugin that is not up yet, so a claim sent while a peer's plugin was starting
+is lost, and without the refresh two nodes that started together could stay
+unverified to each other (the gossip also answers unknown senders).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -35,7 +40,7 @@ from mesh_x402.errors import ChainError, ConfigError
 from mesh_x402.keys import NodeKey
 from mesh_x402.log import Event, get_logger
 from mesh_x402.mesh.channels import Channel, ChannelMessage
-from mesh_x402.mesh.gossip import KIND, Gossip
+from mesh_x402.mesh.gossip import CLAIM_REFRESH_SECONDS, CLAIM_SPACING_SECONDS, KIND, Gossip
 from mesh_x402.mesh.identities import ClaimVerifier, Identities, RegistryVerifier
 from mesh_x402.mesh.receipting import MeshReceipts
 from mesh_x402.mesh.view import MeshView
@@ -43,9 +48,8 @@ from mesh_x402.state import load_identity
 from mesh_x402.store.journal import Journal
 from mesh_x402.store.receipts import ReceiptStore
 
-__all__ = ["CLAIM_SPACING_SECONDS", "EARLY_MESSAGES", "Peering"]
+__all__ = ["CLAIM_REFRESH_SECONDS", "CLAIM_SPACING_SECONDS", "EARLY_MESSAGES", "Peering"]
 
-CLAIM_SPACING_SECONDS: Final = 1.0
 # Channel messages that arrive before the gossip runs (a peer's claim sent
 # while our gate was still starting) are kept, this many at most, and
 # processed once it runs.
@@ -64,6 +68,7 @@ class Peering:
         view: the mesh view (kept up to date by serve).
         verifier: the registry check; by default the chain's (set by `prepare`).
         clock: unix time in seconds.
+        claim_refresh: seconds between claims made anyway (give or take a tenth).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class Peering:
         *,
         verifier: ClaimVerifier | None = None,
         clock: Callable[[], float] = time.time,
+        claim_refresh: float = CLAIM_REFRESH_SECONDS,
     ) -> None:
         self._config = config
         self._key = key
@@ -87,6 +93,8 @@ class Peering:
         self.identities: Identities | None = None
         self.receipts: MeshReceipts | None = None
         self._claim_task: asyncio.Task[None] | None = None
+        self._claim_refresh = claim_refresh
+        self._refresher: asyncio.Task[None] | None = None
         self._early: deque[ChannelMessage] = deque(maxlen=EARLY_MESSAGES)
         self._replay: asyncio.Task[None] | None = None
         self._last_claim = float("-inf")
@@ -159,6 +167,7 @@ class Peering:
             identities=self.identities,
             counters=self.counters,
             clock=self._clock,
+            claim_refresh=self._claim_refresh,
         )
         self.receipts = MeshReceipts(
             config=self._config,
@@ -173,6 +182,7 @@ class Peering:
         )
         _log.info(Event.GOSSIP_STARTED, agent_id=identity.agent_id, identities=restored)
         self._schedule_claim()
+        self._refresher = asyncio.ensure_future(self._refresh_claims())
         self._replay = asyncio.ensure_future(self._receive_early(self.gossip))
         return self.receipts
 
@@ -194,6 +204,12 @@ class Peering:
         comes up (every event carries our peer id: the others do not make a claim)."""
         new_peer_id = bool(event.local_peer_id) and event.local_peer_id != self._claimed_as
         if new_peer_id or event.kind == pb.MeshEvent.KIND_PEER_UP:
+            self._schedule_claim()
+
+    async def _refresh_claims(self) -> None:
+        # The jitter keeps nodes that started together from claiming in step.
+        while True:
+            await asyncio.sleep(self._claim_refresh * random.uniform(0.9, 1.1))  # noqa: S311 - not a secret
             self._schedule_claim()
 
     def _schedule_claim(self) -> None:
@@ -224,6 +240,10 @@ class Peering:
 
     async def aclose(self) -> None:
         """Stop claims and checks, and wait for receipts still being sent."""
+        # The refresher first: it could start a claim after that one is stopped.
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
         for task in (self._claim_task, self._replay):
             if task is not None:
                 task.cancel()

@@ -15,6 +15,8 @@ from mesh_x402._pb.mesh_x402.v1 import gossip_pb2 as gpb
 from mesh_x402.core.receipts import sign_digest
 from mesh_x402.mesh.channels import Channel, ChannelMessage
 from mesh_x402.mesh.gossip import (
+    CLAIM_REFRESH_SECONDS,
+    CLAIM_SPACING_SECONDS,
     MAX_AGE_MS,
     MAX_HELD,
     MAX_MESSAGE_BYTES,
@@ -119,6 +121,13 @@ async def introduced(receiver: Node, sender: Node) -> None:
     assert receiver.identities.get(sender.gossip.agent_id) is not None
 
 
+def claims_in(node: Node) -> list[int]:
+    """The agentIds of the identity claims `node` sent."""
+    messages = [gpb.GossipMessage.FromString(gpb.SignedMessage.FromString(raw).payload)
+                for raw in node.outbox.bodies]  # fmt: skip
+    return [m.identity_claim.agent_id for m in messages if m.HasField("identity_claim")]
+
+
 def forge(payload: gpb.GossipMessage, key: bytes) -> bytes:
     data = payload.SerializeToString()
     return gpb.SignedMessage(
@@ -199,9 +208,10 @@ class TestRefused:
             await deliver(b, raw)
         assert b.got == []
         assert b.gossip.counters["unverified_sender"] == 1
-        assert b.outbox.bodies == []  # not re-flooded
-        assert [(e["event"], e["reason"], e["sender_agent_id"]) for e in logs] == [
-            ("gossip.dropped", "unverified_sender", AGENTS["a"])
+        assert raw not in b.outbox.bodies  # not re-flooded
+        dropped = [e for e in logs if e["event"] == "gossip.dropped"]
+        assert [(e["reason"], e["sender_agent_id"]) for e in dropped] == [
+            ("unverified_sender", AGENTS["a"])
         ]
 
     async def test_forged_signature(self, registry: Registry, clock: Clock) -> None:
@@ -301,6 +311,49 @@ class TestRefused:
         assert b.gossip.counters[reason] == 1
 
 
+class TestUnknownSender:
+    """A sender we know nothing of may have missed our claim: it gets it, sparingly."""
+
+    async def test_unknown_sender_gets_our_claim_once(
+        self, registry: Registry, clock: Clock
+    ) -> None:
+        """Many messages from one unknown sender make one claim back, and it lets the
+        sender verify us; after a refresh period it is answered again."""
+        a, b = make_node("a", registry, clock), make_node("b", registry, clock)
+        for n in range(5):
+            clock.now += CLAIM_SPACING_SECONDS  # the overall spacing is not what limits here
+            await deliver(b, await sent_by(a, "nonce_reservation", reservation(n)))
+        assert claims_in(b) == [AGENTS["b"]]
+        assert b.gossip.counters["unverified_sender"] == 5
+        await deliver(a, b.outbox.bodies[-1])
+        assert a.identities.get(AGENTS["b"]) is not None
+        clock.now += CLAIM_REFRESH_SECONDS
+        await deliver(b, await sent_by(a, "nonce_reservation", reservation(9)))
+        assert claims_in(b) == [AGENTS["b"], AGENTS["b"]]
+
+    async def test_answers_are_spaced_across_senders(
+        self, registry: Registry, clock: Clock
+    ) -> None:
+        """Unknown senders together get at most one claim per spacing interval."""
+        b = make_node("b", registry, clock)
+        a, c = make_node("a", registry, clock), make_node("c", registry, clock)
+        await deliver(b, await sent_by(a, "nonce_reservation", reservation(1)))
+        await deliver(b, await sent_by(c, "nonce_reservation", reservation(2)))
+        assert claims_in(b) == [AGENTS["b"]]
+        clock.now += CLAIM_SPACING_SECONDS
+        await deliver(b, await sent_by(c, "nonce_reservation", reservation(3)))
+        assert claims_in(b) == [AGENTS["b"], AGENTS["b"]]
+
+    async def test_known_sender_is_not_answered(self, registry: Registry, clock: Clock) -> None:
+        """A verified sender's messages make no claim (it verified our answer already)."""
+        a, b = make_node("a", registry, clock), make_node("b", registry, clock)
+        await introduced(b, a)
+        clock.now += CLAIM_REFRESH_SECONDS
+        before = claims_in(b)
+        await deliver(b, await sent_by(a, "nonce_reservation", reservation()))
+        assert claims_in(b) == before
+
+
 class TestHeldWhileVerifying:
     async def test_message_waits_for_the_claim(self, registry: Registry, clock: Clock) -> None:
         """A message arriving while its sender's claim is checked is handled once it verifies."""
@@ -349,6 +402,7 @@ class TestBoundedMemory:
             await b.gossip.receive(ChannelMessage(forge(message, KEYS["a"]), "", "", "", "", ""))
         assert len(b.gossip._dedup) == DEDUP
         assert b.gossip.counters["unverified_sender"] == DEDUP + 500
+        assert claims_in(b) == [AGENTS["b"]]  # answered once, not once per message
         # While a claim is under check, held messages stop at the caps.
         await a.gossip.claim()
         await b.gossip.receive(ChannelMessage(a.outbox.bodies[-1], "", "", "", "", ""))

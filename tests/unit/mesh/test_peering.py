@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from mesh_x402.keys import NodeKey
 from mesh_x402.mesh.channels import Channel, ChannelMessage
 from mesh_x402.mesh.gossip import KIND, Gossip
 from mesh_x402.mesh.identities import Claim, Identities, Verdict
-from mesh_x402.mesh.peering import Peering
+from mesh_x402.mesh.peering import CLAIM_REFRESH_SECONDS, CLAIM_SPACING_SECONDS, Peering
 from mesh_x402.mesh.view import MeshView
 from mesh_x402.state import IdentityState, save_identity
 from mesh_x402.store.journal import Journal
@@ -58,7 +59,9 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
     opened.close()
 
 
-def make_peering(config: NodeConfig, outbox: Outbox, clock: Clock | None = None) -> Peering:
+def make_peering(
+    config: NodeConfig, outbox: Outbox, clock: Clock | None = None, *, claim_refresh: float = 60.0
+) -> Peering:
     view = MeshView(config.state_path)
     view.apply(pb.MeshEvent(kind=pb.MeshEvent.KIND_LOCAL_ACCEPTING, local_peer_id=OUR_PEER))
     return Peering(
@@ -68,6 +71,7 @@ def make_peering(config: NodeConfig, outbox: Outbox, clock: Clock | None = None)
         view,
         verifier=Registry(),
         clock=clock or Clock(time.time()),
+        claim_refresh=claim_refresh,
     )
 
 
@@ -139,3 +143,65 @@ async def test_claim_on_peer_up(tmp_path: Path, journal: Journal) -> None:
     (claim,) = [gpb.GossipMessage.FromString(gpb.SignedMessage.FromString(m.body).payload)
                 for m in sent]  # fmt: skip
     assert (claim.identity_claim.agent_id, claim.identity_claim.peer_id) == (3, OUR_PEER)
+
+
+class RegistryKnowingUs:
+    """The registry as PEER's plugin reads it: agent 3 is OUR_PEER signing with OUR_KEY."""
+
+    def verify(self, claim: Claim) -> Verdict:
+        ours = (3, OUR_PEER, Account.from_key(OUR_KEY).address)
+        return Verdict.VERIFIED if (claim.agent_id, claim.peer_id, claim.signer) == ours else (
+            Verdict.REFUSED)  # fmt: skip
+
+
+class WatchedOutbox(Outbox):
+    """An outbox that says when something was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_one = asyncio.Event()
+
+    async def __call__(self, envelope: pb.Envelope) -> None:
+        await super().__call__(envelope)
+        self.sent_one.set()
+
+
+async def test_claim_lost_at_start_is_repeated(tmp_path: Path, journal: Journal) -> None:
+    """A claim a peer missed (its plugin was not up yet) goes out again, and the peer
+    verifies us from the repeat."""
+    outbox, clock = WatchedOutbox(), Clock(time.time())
+    peering = make_peering(make_config(tmp_path), outbox, clock, claim_refresh=0.01)
+    peering.attach(journal)
+    await peering.drain()
+    assert [m.message_kind for m in outbox.sent] == [KIND]  # the start claim...
+    outbox.sent.clear()  # ...lost: the peer's plugin was not running
+    outbox.sent_one.clear()
+    clock.now += CLAIM_SPACING_SECONDS
+    # The refresh runs every few milliseconds; the timeout only guards against a hang.
+    await asyncio.wait_for(outbox.sent_one.wait(), timeout=10)
+    repeat = outbox.sent[0]
+    counters: Counter[str] = Counter()
+    identities = Identities(RegistryKnowingUs(), None, counters)
+    peer = Gossip(
+        Channel(Outbox()), PEER_KEY, agent_id=7, chain_id=31337, registry=REGISTRY,
+        local_peer_id=lambda: PEER, identities=identities, counters=counters,
+    )  # fmt: skip
+    await peer.receive(ChannelMessage(repeat.body, repeat.message_kind, OUR_PEER, "", "", ""))
+    await identities.drain()
+    identity = identities.get(3)
+    assert identity is not None
+    assert identity.peer_id == OUR_PEER
+    await peering.aclose()
+
+
+async def test_aclose_stops_the_refresh(tmp_path: Path, journal: Journal) -> None:
+    """Once closed the node claims no more, however long it has been."""
+    outbox, clock = Outbox(), Clock(time.time())
+    peering = make_peering(make_config(tmp_path), outbox, clock, claim_refresh=0.01)
+    peering.attach(journal)
+    await peering.drain()
+    await asyncio.wait_for(peering.aclose(), timeout=10)  # a guard against a hang
+    outbox.sent.clear()
+    clock.now += CLAIM_REFRESH_SECONDS
+    await asyncio.sleep(0.05)  # several refresh periods
+    assert outbox.sent == []
