@@ -155,6 +155,7 @@ class Event:
     SETTLEMENT_REBROADCAST: Final = "settlement.rebroadcast"
     SETTLEMENT_CONFLICT: Final = "settlement.conflict"
     SETTLEMENT_SHORTFALL: Final = "settlement.shortfall"
+    SETTLEMENT_DEFERRED: Final = "settlement.deferred"
     RECONCILE_RETRY: Final = "reconcile.retry"
     RECONCILE_FAILED: Final = "reconcile.failed"
     BLACKBOARD_POSTED: Final = "blackboard.posted"

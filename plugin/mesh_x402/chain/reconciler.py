@@ -50,6 +50,7 @@ from mesh_x402.chain.bindings import (
 from mesh_x402.chain.client import ChainClient, TransactionReverted
 from mesh_x402.chain.eip712 import Signature, TransferAuthorization
 from mesh_x402.chain.outcomes import AuthorizationFacts, OutcomeKind, classify
+from mesh_x402.core.ports import Settlement
 from mesh_x402.errors import ChainError, RpcUnavailable
 from mesh_x402.log import Event, get_logger
 from mesh_x402.store.journal import Journal, PaymentState
@@ -206,6 +207,10 @@ class SettleableSource(Protocol):
         """Chargeable payments with a signed receipt, oldest first, at most `limit`."""
         ...
 
+    def settleable_payment(self, payment_id: str) -> SettleableReceipt | None:
+        """One payment as a settle item, if it is chargeable with a receipt."""
+        ...
+
 
 def _signature(text: str) -> Signature:
     raw = bytes.fromhex(text.removeprefix("0x"))
@@ -339,6 +344,41 @@ class Reconciler:
                         self._on_batch(batch)
             return report
 
+    async def settle_now(self, payment_id: str) -> Settlement:
+        """Settle the chargeable payment `payment_id` now (settlement mode `immediate`).
+
+        The same journalled, crash-safe path as a pass, under the same locks:
+        batches a previous pass left `sent` are resolved first, then one batch
+        holding this payment (other settleable ones ride along, up to
+        `batch_size`) is previewed, sent and confirmed. Tried once, without
+        back-off: a client is waiting. The outcome is what the journal says
+        afterwards, so a payment the loop settled meanwhile is reported settled.
+
+        Returns:
+            settled (with the transaction), failed for good (with the
+            journal's reason), or deferred (the RPC did not answer, the item
+            must wait, or it has no receipt): still chargeable, for the loop.
+        """
+        async with self._pass_lock:
+            report = ReconcileReport()
+            try:
+                await asyncio.to_thread(self._settle_one, payment_id, report)
+            except ChainError as exc:  # RpcUnavailable included: the loop retries
+                report.error = str(exc)
+                _log.warning(Event.SETTLEMENT_DEFERRED, receipt_id=payment_id, reason=str(exc))
+        if self._on_batch is not None:
+            for batch in report.batches:
+                if batch.state == BatchState.CONFIRMED.value and batch.settled:
+                    self._on_batch(batch)
+        record = self._journal.get(payment_id)
+        if record is not None and record.state is PaymentState.SETTLED:
+            return Settlement(ok=True, transaction=record.transaction or "")
+        if record is not None and record.state is PaymentState.FAILED:
+            return Settlement(
+                ok=False, transaction=record.transaction or "", reason=record.reason or "failed"
+            )
+        return Settlement(ok=False, transaction="", deferred=True)
+
     async def run_forever(self, interval: float) -> None:
         """Reconcile every `interval` seconds until cancelled (the task inside `serve`)."""
         while True:
@@ -381,6 +421,23 @@ class Reconciler:
                     break
                 self._settle(candidates, report, retrying)
             report.credit = self.check_credits()
+
+    def _settle_one(self, payment_id: str, report: ReconcileReport) -> None:
+        """`settle_now`'s chain work (worker thread)."""
+        with self._exclusive():
+            retrying: set[str] = set()
+            for batch in self._store.open_batches():
+                self._resolve(batch, report, retrying)
+                report.resumed += 1
+            target = self._receipts.settleable_payment(payment_id)
+            if target is None or payment_id in retrying:
+                return  # settled or failed meanwhile, no receipt, or returned to the pool
+            riders = [
+                r
+                for r in self._receipts.settleable(self._batch_size + len(retrying))
+                if r.payment_id != payment_id and r.payment_id not in retrying
+            ][: self._batch_size - 1]
+            self._settle([target, *riders], report, retrying)
 
     def _chain_now(self) -> int:
         block = self._client.run(

@@ -41,9 +41,11 @@ from mesh_x402.mesh.view import MeshView
 
 if TYPE_CHECKING:
     from mesh_x402.commands._settlement import SettlementRuntime
+    from mesh_x402.core.ports import Settler
     from mesh_x402.http.server import ASGIApp, HttpServer
     from mesh_x402.mesh.channels import ChannelMessage
     from mesh_x402.mesh.peering import Peering
+    from mesh_x402.store.journal import Journal
 
 __all__ = ["configure", "effective_config", "run", "socket_path"]
 
@@ -275,7 +277,7 @@ class _AppStack:
         if config.chain.token is None or config.chain.settlement is None:
             return self._app
         await asyncio.to_thread(importlib.import_module, "mesh_x402.mesh.peering")
-        from mesh_x402.errors import ChainError  # noqa: PLC0415
+        from mesh_x402.errors import ChainError, KeyFileError  # noqa: PLC0415
         from mesh_x402.http.gate import open_gate  # noqa: PLC0415
         from mesh_x402.mesh.peering import Peering  # noqa: PLC0415
         from mesh_x402.state import load_identity  # noqa: PLC0415
@@ -291,12 +293,30 @@ class _AppStack:
                 config,
                 agent_id=None if identity is None else identity.agent_id,
                 receipts=None if layer is None else layer.attach,
+                settler=await self._settler(),
             )
-        except (ConfigError, ChainError) as exc:
+        except (ConfigError, KeyFileError, ChainError) as exc:
             _log.error(Event.SERVE_FAILED, reason=f"payment gate unavailable: {exc}")
             return self._app
         self._peering = layer
         return self._app
+
+    async def _settler(self) -> Callable[[Journal], Settler] | None:
+        """In settlement mode `immediate`, the gate's settler: a reconciler of its own
+        on the gate's journal (the state folder's lock file keeps its transactions
+        and the loop's apart); None in mode `deferred`.
+
+        Raises:
+            ConfigError, KeyFileError, ChainError: as `connect_node`.
+        """
+        if self._config.settlement.mode != "immediate":
+            return None
+        await asyncio.to_thread(importlib.import_module, "mesh_x402.commands.reconcile")
+        from mesh_x402.commands._chain import connect_node  # noqa: PLC0415
+        from mesh_x402.commands.reconcile import reconciler_for  # noqa: PLC0415
+
+        node = await asyncio.to_thread(connect_node, self._config.path)
+        return lambda journal: reconciler_for(node, journal)
 
     async def aclose(self) -> None:
         """Close the peer layer, then the gate (journal, upstream pool); after the servers."""

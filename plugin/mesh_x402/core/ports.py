@@ -91,15 +91,22 @@ class ExposureView(Protocol):
 class Settlement:
     """The outcome of settling one payment on-chain right away.
 
+    Exactly one of three: settled (`ok`), failed for good (`reason` set:
+    the authorization will never pay, so nothing is charged), or undecided
+    (`deferred`: the chain could not answer now, or the item must wait; the
+    payment stays chargeable and the reconciler's loop settles it later).
+
     Attributes:
         ok: whether the transfer landed.
         transaction: the transaction hash ("" when nothing was sent).
-        reason: an x402 error reason when not ok.
+        reason: the journal's failure reason when it failed for good.
+        deferred: neither settled nor failed now; settled later in a batch.
     """
 
     ok: bool
     transaction: str
     reason: str | None = None
+    deferred: bool = False
 
 
 class ReceiptIssuer(Protocol):
@@ -137,13 +144,14 @@ class ReceiptIssuer(Protocol):
 
 
 class Settler(Protocol):
-    """Settles one accepted payment now (settlement mode `immediate`).
+    """Settles one chargeable payment now (settlement mode `immediate`).
 
-    The gate calls it after a non-streamed response is complete and before
-    releasing it. Only the seam exists so far: mode `deferred` (the default)
-    leaves settlement to the reconciler, in batches.
+    The gate calls it after a non-streamed response is complete and charged
+    (its receipt signed) and before releasing it; streamed responses are
+    settled by the reconciler's loop, as in mode `deferred`.
     """
 
-    async def settle_now(self, payer: str, nonce: str, charge: int) -> Settlement:
-        """Settle the payment (payer, nonce) for `charge`, refunding the rest."""
+    async def settle_now(self, payment_id: str) -> Settlement:
+        """Settle the journalled payment `payment_id` for its receipt's charge
+        (refunding the rest) and wait for the configured confirmations."""
         ...

@@ -208,11 +208,15 @@ def build_app(ctx: GateContext) -> GateApp:
     """The gate's ASGI app for `ctx`.
 
     Raises:
-        ConfigError: settlement mode `immediate`, which is not implemented yet.
+        ConfigError: settlement mode `immediate` without a settler to settle
+            with, or a settler in mode `deferred` (it would never be used).
     """
-    if ctx.config.settlement.mode != "deferred":
+    immediate = ctx.config.settlement.mode == "immediate"
+    if immediate and ctx.settler is None:
         raise ConfigError(
-            "settlement.mode: only 'deferred' is available in this version "
-            "(the reconciler settles in batches)"
+            "settlement.mode 'immediate' needs the node's chain key and contracts "
+            "to settle with (no settler was given)"
         )
+    if not immediate and ctx.settler is not None:
+        raise ConfigError("a settler was given but settlement.mode is 'deferred'")
     return GateApp(ctx)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from mesh_x402.config import NodeConfig
-from mesh_x402.core.ports import BalanceView, Clock, ReceiptIssuer, TokenDomain
+from mesh_x402.core.ports import BalanceView, Clock, ReceiptIssuer, Settler, TokenDomain
 from mesh_x402.http.upstream import UpstreamClient
 from mesh_x402.store.journal import Journal
 
@@ -37,6 +37,8 @@ class GateContext:
         public_url: the gateway's public base URL for the registration file;
             by default taken from each request's `Host`.
         receipts: signs receipts and floods reservations; None: journal only.
+        settler: settles a non-streamed payment before its response is
+            released; set exactly when `config.settlement.mode` is `immediate`.
     """
 
     config: NodeConfig
@@ -50,3 +52,4 @@ class GateContext:
     identity_registry: str | None = None
     public_url: str | None = None
     receipts: ReceiptIssuer | None = None
+    settler: Settler | None = None

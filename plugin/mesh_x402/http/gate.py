@@ -17,7 +17,7 @@ from eth_utils.address import to_checksum_address
 from mesh_x402.chain.bindings import TokenBinding
 from mesh_x402.chain.client import ChainClient
 from mesh_x402.config import NodeConfig
-from mesh_x402.core.ports import ReceiptIssuer, TokenDomain
+from mesh_x402.core.ports import ReceiptIssuer, Settler, TokenDomain
 from mesh_x402.errors import ConfigError
 from mesh_x402.http.app import GateApp, build_app
 from mesh_x402.http.balances import BalanceCache
@@ -42,6 +42,7 @@ async def open_gate(
     agent_id: int | None = None,
     public_url: str | None = None,
     receipts: Callable[[Journal], ReceiptIssuer | None] | None = None,
+    settler: Callable[[Journal], Settler] | None = None,
 ) -> GateApp:
     """Connect to the chain, read the token domain, open journal and upstream; build the app.
 
@@ -54,10 +55,12 @@ async def open_gate(
         public_url: the gateway's public base URL, for the registration file.
         receipts: builds the receipt issuer on the opened journal (its
             receipts share the journal's file and transactions).
+        settler: builds the settler on the opened journal; required in
+            settlement mode `immediate`, refused in mode `deferred`.
 
     Raises:
         ConfigError: `[chain] token` or `settlement` is not set, or the
-            settlement mode is not available.
+            settlement mode and `settler` disagree.
         ChainError: the chain is unreachable, another chain, or lacks a contract.
     """
     chain = config.chain
@@ -96,6 +99,7 @@ async def open_gate(
                 identity_registry=chain.identity_registry,
                 public_url=public_url,
                 receipts=None if receipts is None else receipts(journal),
+                settler=None if settler is None else settler(journal),
             )
         )
     except ConfigError:

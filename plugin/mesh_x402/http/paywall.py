@@ -18,9 +18,33 @@ One paid request, in order:
    settled, and the client is told so in the payment response header. A
    client that leaves a stream after tokens flowed pays for what was sent.
 
-Settlement mode `deferred` only: `transaction` is "" and the receipt id in
-`extra` names the receipt at `GET /x402/receipts/{id}`. Mode `immediate` has
-its seam (`core.ports.Settler`) but no implementation yet.
+7. Settlement. Mode `deferred` (the default): `transaction` is "" and
+   `extra.settlement` is "deferred"; the receipt id in `extra` names the
+   receipt at `GET /x402/receipts/{id}`, which shows the transaction once the
+   reconciler's loop settled it. Mode `immediate`, non-streamed answers: the
+   held JSON answer is released only after `ctx.settler` settled the payment
+   on chain (confirmations waited for, in a worker thread), and what the
+   client gets depends on the journal's outcome:
+
+   - settled: the upstream's status and body, `PAYMENT-RESPONSE` with
+     `success` true, `transaction` the settle transaction's hash,
+     `extra.settlement` "immediate";
+   - failed for good (the payer moved its funds, the authorization expired
+     or was used elsewhere): 402, a JSON error body (never the completion),
+     `PAYMENT-RESPONSE` with `success` false, `amount` "0", `errorReason`
+     the x402 reason (`invalid_exact_evm_insufficient_balance`,
+     `..._authorization_valid_before`, `..._nonce_already_used`, else
+     `transaction_failed`) and `extra.journalReason` the journal's; the
+     payer is not charged;
+   - undecided (RPC unreachable, an item that must wait): the body is
+     released as in mode `deferred` (`extra.settlement` "deferred"), since
+     the payment stays chargeable and the loop will settle it: a payer is
+     never charged for a body it did not get.
+
+   Streamed answers in mode `immediate` are settled as in mode `deferred`:
+   their head (and the payment response in it) leaves before the charge is
+   known. A client that disconnects while its payment is being settled does
+   not stop the settlement (the authorization was served).
 
 Journal writes run on one writer thread, so the event loop never waits on
 an fsync and claims are serialized without a lock in the loop.
@@ -47,6 +71,7 @@ from mesh_x402.core.headers import (
     encode_payment_response,
 )
 from mesh_x402.core.metering import billable_usage, loads_bounded
+from mesh_x402.core.ports import Settlement
 from mesh_x402.core.pricing import PriceRefusal, Quote, charge_for_usage, quote_request
 from mesh_x402.core.requirements import (
     build_payment_required,
@@ -73,6 +98,12 @@ _EXPOSE: Final = (
 )
 # An upstream error body is relayed, up to this size.
 _MAX_ERROR_BODY: Final = 256 * 1024
+# The journal's final settlement reasons (chain/outcomes.py) as the x402 SDK names them.
+_SETTLE_REASONS: Final = {
+    "payer_insufficient_funds": Reason.INSUFFICIENT_BALANCE,
+    "authorization_expired": Reason.VALID_BEFORE,
+    "authorization_used_or_canceled": Reason.NONCE_USED,
+}
 
 
 async def json_response(
@@ -457,12 +488,16 @@ class Paywall:
         error_reason: str | None = None,
         error_message: str | None = None,
         pending: bool = False,
+        settlement: str | None = None,
+        transaction: str = "",
+        extra_fields: dict[str, str] | None = None,
     ) -> tuple[bytes, bytes]:
         extra: dict[str, Any] = {
             "receiptId": exchange.receipt_id,
             "receiptUrl": f"/x402/receipts/{exchange.receipt_id}",
             "authorized": str(exchange.quote.amount),
-            "settlement": "deferred" if success else "released",
+            "settlement": settlement or ("deferred" if success else "released"),
+            **(extra_fields or {}),
         }
         if pending:
             extra["charge"] = "pending"
@@ -471,7 +506,7 @@ class Paywall:
             error_reason=error_reason,
             error_message=error_message,
             payer=exchange.payment.payer,
-            transaction="",
+            transaction=transaction,
             network=self._network(exchange.decoded),
             amount=None if amount is None else str(amount),
             extra=extra,
@@ -564,6 +599,26 @@ class Paywall:
             await self._upstream_failed(exchange, send, exc)
             return
         charge = await self._charge(exchange, reply)
+        payment_header = self._settle_header(exchange, success=True, amount=charge)
+        settler = self._ctx.settler
+        if settler is not None:
+            # Shielded: a client that leaves now does not abandon a transaction
+            # that may already be on its way (the journal records its outcome).
+            outcome = await asyncio.shield(settler.settle_now(exchange.receipt_id))
+            if not outcome.ok and not outcome.deferred:
+                await self._settle_failed(exchange, outcome, send)
+                return
+            if outcome.ok:
+                _log.info(
+                    Event.PAYMENT_SETTLED, receipt_id=exchange.receipt_id, tx=outcome.transaction
+                )
+                payment_header = self._settle_header(
+                    exchange,
+                    success=True,
+                    amount=charge,
+                    settlement="immediate",
+                    transaction=outcome.transaction,
+                )
         await send(
             {
                 "type": "http.response.start",
@@ -571,12 +626,39 @@ class Paywall:
                 "headers": [
                     *self._upstream_headers(reply),
                     (b"content-length", str(len(content)).encode()),
-                    self._settle_header(exchange, success=True, amount=charge),
+                    payment_header,
                     _EXPOSE,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": content})
+
+    async def _settle_failed(self, exchange: _Exchange, outcome: Settlement, send: Send) -> None:
+        """402 for a payment whose immediate settlement failed for good: no completion."""
+        journal_reason = outcome.reason or "failed"
+        reason = _SETTLE_REASONS.get(journal_reason, "transaction_failed")
+        message = f"settlement failed ({journal_reason}); you were not charged"
+        _log.info(
+            Event.PAYMENT_SETTLE_FAILED, receipt_id=exchange.receipt_id, reason=journal_reason
+        )
+        await json_response(
+            send,
+            402,
+            _error(message, reason, "payment_error"),
+            [
+                self._settle_header(
+                    exchange,
+                    success=False,
+                    amount=0,
+                    error_reason=reason,
+                    error_message=message,
+                    settlement="failed",
+                    transaction=outcome.transaction,
+                    extra_fields={"journalReason": journal_reason},
+                ),
+                _EXPOSE,
+            ],
+        )
 
     async def _relay_stream(self, exchange: _Exchange, reply: UpstreamResponse, send: Send) -> None:
         # The head goes out before the charge is known, so it carries the

@@ -275,6 +275,16 @@ class ReceiptStore:
         A chargeable payment without a receipt is never listed (nothing
         could justify its split on chain).
         """
+        return self._settleable(None, limit)
+
+    def settleable_payment(self, payment_id: str) -> SettleableReceipt | None:
+        """The payment `payment_id` as a settle item, if it is chargeable with a
+        receipt (settlement mode `immediate` settles exactly this one)."""
+        found = self._settleable(payment_id, 1)
+        return found[0] if found else None
+
+    def _settleable(self, payment_id: str | None, limit: int) -> list[SettleableReceipt]:
+        """Settle items of chargeable payments with a receipt (only `payment_id`'s if given)."""
         with self._journal.connection() as db:
             rows = db.execute(
                 "SELECT p.receipt_id, p.payer, p.nonce, p.value, p.valid_after, p.valid_before, "
@@ -282,8 +292,9 @@ class ReceiptStore:
                 "(SELECT json_group_array(json_array(c.agent_id, c.amount)) "
                 "   FROM receipt_credits c WHERE c.receipt_hash = r.receipt_hash) "
                 "FROM payments p JOIN receipts r ON r.payment_id = p.receipt_id "
-                "WHERE p.state = 'chargeable' ORDER BY p.created_at, p.receipt_id LIMIT ?",
-                (limit,),
+                "WHERE p.state = 'chargeable' AND (?1 IS NULL OR p.receipt_id = ?1) "
+                "ORDER BY p.created_at, p.receipt_id LIMIT ?2",
+                (payment_id, limit),
             ).fetchall()
         result = []
         for row in rows:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from mesh_x402.config import NodeConfig, SettlementConfig
-from mesh_x402.core.ports import TokenDomain
+from mesh_x402.core.ports import Settlement, TokenDomain
 from mesh_x402.errors import ConfigError
 from mesh_x402.http.app import GateApp, GateContext, build_app, strip_binding_prefix
 from mesh_x402.http.upstream import UpstreamClient
@@ -132,9 +133,22 @@ class TestRoutes:
 
 
 class TestBuild:
-    def test_immediate_settlement_is_refused(self, tmp_path: Path) -> None:
-        """Mode immediate is not available yet: a clear config error, not a silent deferral."""
+    def test_immediate_settlement_without_a_settler_is_refused(self, tmp_path: Path) -> None:
+        """Mode immediate with nothing to settle with: a clear config error, not a
+        silent deferral."""
         ctx = _context(tmp_path, settlement=SettlementConfig(mode="immediate"))
-        with pytest.raises(ConfigError, match="deferred"):
+        with pytest.raises(ConfigError, match="'immediate' needs"):
+            build_app(ctx)
+        ctx.journal.close()
+
+    def test_settler_in_deferred_mode_is_refused(self, tmp_path: Path) -> None:
+        """A settler the config says not to use is a wiring mistake, named."""
+
+        class Unused:
+            async def settle_now(self, payment_id: str) -> Settlement:
+                raise AssertionError("never called")
+
+        ctx = dataclasses.replace(_context(tmp_path), settler=Unused())
+        with pytest.raises(ConfigError, match="'deferred'"):
             build_app(ctx)
         ctx.journal.close()
