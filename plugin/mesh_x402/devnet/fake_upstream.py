@@ -376,6 +376,9 @@ class FakeUpstreamApp:
             await asyncio.sleep(model.chunk_delay if i else 0)
             if record.disconnected:
                 return
+            # Counted before the write: a client may read the chunk before this
+            # task runs again, and must then find it counted.
+            record.chunks_sent += 1
             await emit(
                 [
                     plan.piece(
@@ -383,7 +386,6 @@ class FakeUpstreamApp:
                     )
                 ]
             )
-            record.chunks_sent += 1
             if plan.failure == "close_mid_stream" and record.chunks_sent >= max(1, count // 2):
                 raise _DeliberateAbort
             if plan.failure == "stall":
