@@ -200,11 +200,21 @@ async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one pla
     return 0
 
 
+async def _no_mesh(_envelope: pb.Envelope) -> None:
+    """Standalone there is no host to carry channel messages: they go nowhere."""
+
+
 async def _standalone(config: NodeConfig, key: NodeKey) -> int:
-    """Serve the HTTP app on the gateway port until SIGINT or SIGTERM."""
+    """Serve the HTTP app on the gateway port until SIGINT or SIGTERM.
+
+    The peer layer still runs, on a channel to nowhere and an empty mesh
+    view: every paid exchange gets a signed receipt crediting this node alone
+    (as a solo local model would), so the reconciler can settle it.
+    """
     stack = _AppStack(config, key)
     try:
-        http = await _start_http(config, None, await stack.open(None, None))
+        app = await stack.open(Channel(_no_mesh), MeshView(config.state_path))
+        http = await _start_http(config, None, app)
     except OSError as exc:
         _log.error(Event.SERVE_FAILED, reason=f"cannot listen on {config.gateway.listen}: {exc}")
         return 1
