@@ -65,9 +65,7 @@ class FrameDecoder:
         while len(self._buffer) >= _PREFIX.size:
             (length,) = _PREFIX.unpack_from(self._buffer)
             if length > self._max:
-                raise FrameError(
-                    f"frame declares {length} bytes, over the {self._max}-byte limit"
-                )
+                raise FrameError(f"frame declares {length} bytes, over the {self._max}-byte limit")
             end = _PREFIX.size + length
             if len(self._buffer) < end:
                 break
