@@ -221,13 +221,15 @@ class RpcProxy:
 
     async def down(self) -> None:
         """Stop listening and cut every open connection (the RPC is gone)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for writer in list(self._links):
             writer.transport.abort()
         self._links.clear()
+        if server is not None:
+            # From 3.12 on this waits for every connection to end: cut them first.
+            await server.wait_closed()
 
 
 @asynccontextmanager
