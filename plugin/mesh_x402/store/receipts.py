@@ -292,9 +292,9 @@ class ReceiptStore:
                 "(SELECT json_group_array(json_array(c.agent_id, c.amount)) "
                 "   FROM receipt_credits c WHERE c.receipt_hash = r.receipt_hash) "
                 "FROM payments p JOIN receipts r ON r.payment_id = p.receipt_id "
-                "WHERE p.state = 'chargeable' AND (?1 IS NULL OR p.receipt_id = ?1) "
-                "ORDER BY p.created_at, p.receipt_id LIMIT ?2",
-                (payment_id, limit),
+                "WHERE p.state = 'chargeable' AND (:id IS NULL OR p.receipt_id = :id) "
+                "ORDER BY p.created_at, p.receipt_id LIMIT :limit",
+                {"id": payment_id, "limit": limit},
             ).fetchall()
         result = []
         for row in rows:
