@@ -134,7 +134,8 @@ def settle_payments(rpc_url: str, count: int, stats: Any) -> SettleFigures:
     """
     with tempfile.TemporaryDirectory(prefix="bench-settle-") as folder:
         world = make_world(SimpleNamespace(url=rpc_url), Path(folder), batch_size=BATCH)  # type: ignore[arg-type]
-        journal, receipts = world.open_stores()
+        journal = Journal.in_state_dir(world.state_dir)
+        receipts = ReceiptStore(journal)
         try:
             _fill(world, journal, receipts, count)
             node = connect_node(world.config_path)

@@ -11,6 +11,7 @@ when README.md is stale; tests/unit/test_config_docs.py runs it.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -25,12 +26,16 @@ END = "<!-- config-reference:end -->"
 
 
 def _type_name(field: FieldInfo) -> str:
-    text = str(field.annotation) if field.annotation is not None else "any"
-    for noise in ("typing.", "pathlib.", "<class '", "'>", "mesh_x402.config."):
-        text = text.replace(noise, "")
-    return text.replace(
+    annotation = field.annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    text = str(annotation) if annotation is not None else "any"
+    text = text.replace(
         "Annotated[int, FieldInfo(annotation=NoneType, required=True, metadata=[Ge(ge=0)])]", "int"
     )
+    # Drop module paths ("typing.", "pathlib._local.", "mesh_x402.config."),
+    # which differ between Python versions, and keep the bare type names.
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", text)
 
 
 def _default(value: object) -> str:

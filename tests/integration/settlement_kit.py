@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +28,12 @@ from mesh_x402.state import IdentityState, save_identity
 from mesh_x402.store.journal import Journal, NewPayment
 from mesh_x402.store.receipts import ReceiptStore
 
-__all__ = ["SettleWorld", "make_world", "payer"]
+__all__ = ["Ledger", "SettleWorld", "make_world", "payer"]
 
 FUNDS = 10**9
+
+Ledger = Callable[[Path], tuple[Journal, ReceiptStore]]
+"""The `ledger` fixture: opens a node's journal and receipt store by state folder."""
 
 
 def payer(index: int) -> LocalAccount:
@@ -61,10 +64,6 @@ class SettleWorld:
     @property
     def state_dir(self) -> Path:
         return self.folder / "state"
-
-    def open_stores(self) -> tuple[Journal, ReceiptStore]:
-        journal = Journal.in_state_dir(self.state_dir)
-        return journal, ReceiptStore(journal)
 
     def fund(self, account: LocalAccount, amount: int = FUNDS) -> None:
         self.token.mint(dev_account(0), account.address, amount)

@@ -31,7 +31,7 @@ from mesh_x402.rpc.server import OperatorServer, resolve_listen
 from mesh_x402.rpc.service import NodeIdentity, OperatorService
 from mesh_x402.store.journal import Journal
 from mesh_x402.store.receipts import ReceiptStore
-from settlement_kit import SettleWorld, make_world, payer
+from settlement_kit import Ledger, SettleWorld, make_world, payer
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +47,10 @@ class Api:
     hashes: list[bytes]
 
 
-async def _serve(world: SettleWorld, address: str) -> tuple[OperatorServer, Journal, ReceiptStore]:
-    journal, receipts = world.open_stores()
+async def _serve(
+    world: SettleWorld, address: str, ledger: Ledger
+) -> tuple[OperatorServer, Journal, ReceiptStore]:
+    journal, receipts = ledger(world.state_dir)
     node = await asyncio.to_thread(connect_node, world.config_path)
     assert world.deployment.identity_registry is not None
     service = OperatorService(
@@ -73,10 +75,10 @@ async def _serve(world: SettleWorld, address: str) -> tuple[OperatorServer, Jour
 
 
 @pytest.fixture
-async def api(anvil: Anvil, tmp_path: Path) -> AsyncIterator[Api]:
+async def api(anvil: Anvil, tmp_path: Path, ledger: Ledger) -> AsyncIterator[Api]:
     world = await asyncio.to_thread(make_world, anvil, tmp_path / "node", batch_size=10)
     with tempfile.TemporaryDirectory(prefix="op-") as short:  # sun_path is short
-        server, journal, receipts = await _serve(world, f"unix:{short}/operator.sock")
+        server, journal, receipts = await _serve(world, f"unix:{short}/operator.sock", ledger)
         world.fund(payer(20))
         hashes = [
             world.pay(receipts, journal, payer(20), value=1_000, charge=100 * (n + 1))[1]
@@ -169,11 +171,11 @@ class TestOperatorApi:
         assert record.transaction == result.batches[0].tx_hash
 
 
-async def test_loopback_tcp_port(anvil: Anvil, tmp_path: Path) -> None:
+async def test_loopback_tcp_port(anvil: Anvil, tmp_path: Path, ledger: Ledger) -> None:
     """With `[operator] listen = "127.0.0.1:0"` the API serves on a free loopback port."""
     world = await asyncio.to_thread(make_world, anvil, tmp_path / "node")
     address = resolve_listen("127.0.0.1:0", world.folder)
-    server, _, _ = await _serve(world, address)
+    server, _, _ = await _serve(world, address, ledger)
     try:
         assert server.port
         async with aio.insecure_channel(server.address) as channel:
@@ -185,10 +187,10 @@ async def test_loopback_tcp_port(anvil: Anvil, tmp_path: Path) -> None:
         await server.stop(0)
 
 
-def test_receipts_cli_lists_the_ledger(anvil: Anvil, tmp_path: Path) -> None:
+def test_receipts_cli_lists_the_ledger(anvil: Anvil, tmp_path: Path, ledger: Ledger) -> None:
     """`mesh-x402 receipts --json` prints the same records as the API, from the ledger."""
     world = make_world(anvil, tmp_path / "node")
-    journal, receipts = world.open_stores()
+    journal, receipts = ledger(world.state_dir)
     world.fund(payer(21))
     _, receipt_hash = world.pay(receipts, journal, payer(21), value=900, charge=300)
     command = [sys.executable, "-m", "mesh_x402", "receipts", "--config", str(world.config_path)]
@@ -203,14 +205,16 @@ def test_receipts_cli_lists_the_ledger(anvil: Anvil, tmp_path: Path) -> None:
     assert "--limit" in bad.stderr
 
 
-async def test_without_a_chain_balances_and_reconcile_are_refused(tmp_path: Path) -> None:
+async def test_without_a_chain_balances_and_reconcile_are_refused(
+    tmp_path: Path, ledger: Ledger
+) -> None:
     """A node with no chain configured still serves its ledger; balances and
     reconciliation answer FAILED_PRECONDITION naming why."""
-    journal = Journal.in_state_dir(tmp_path / "state")
+    journal, receipts = ledger(tmp_path / "state")
     service = OperatorService(
         identity=NodeIdentity("0x" + "11" * 20, None, 31337, "", "", "", __version__),
         journal=journal,
-        receipts=ReceiptStore(journal),
+        receipts=receipts,
         reconciler=None,
     )
     with tempfile.TemporaryDirectory(prefix="op-") as short:

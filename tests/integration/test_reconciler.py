@@ -32,7 +32,7 @@ from mesh_x402.core.receipts import Credit as ReceiptCredit
 from mesh_x402.core.receipts import Receipt, ReceiptDomain, receipt_digest
 from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.settlements import BatchEntry, BatchState, SettlementStore
-from settlement_kit import FUNDS, SettleWorld, make_world, payer
+from settlement_kit import FUNDS, Ledger, SettleWorld, make_world, payer
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +80,12 @@ def _event_tx(world: SettleWorld) -> dict[str, str]:
 
 class TestSettle:
     async def test_batches_credit_agents_and_refund_payers_as_receipts_say(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """7 payments in batches of 3: every one settled once; credits per agentId and
         refunds per payer on chain equal the receipts' figures."""
         world = make_world(anvil, tmp_path / "node", batch_size=3)
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         alice, bob = payer(1), payer(2)
         world.fund(alice)
         world.fund(bob)
@@ -139,13 +139,13 @@ class TestSettle:
         assert again.batches == []
 
     async def test_refused_payments_are_failed_with_reasons_and_others_settle(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """An expired authorization, a payer short of funds, an unknown agent, a forged
         and a malformed signature fail with their reasons; the good payment in the
         same batch settles."""
         world = make_world(anvil, tmp_path / "node", batch_size=10)
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         rich, poor = payer(3), payer(4)
         world.fund(rich)
         world.fund(poor, 10)
@@ -195,13 +195,13 @@ class TestSettle:
         assert report.credit.shortfall == 0
 
     async def test_not_entry_signer_waits_without_spending_gas(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """A receipt naming an entry agent this key may not settle for is retried
         later (the operator can fix the registration), costs no transaction, and
         does not hold up the payments behind it."""
         world = make_world(anvil, tmp_path / "node", batch_size=1)
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(10))
         foreign, _ = world.pay(
             receipts, journal, payer(10), value=100, charge=100, entry=world.peers[0]
@@ -220,12 +220,12 @@ class TestSettle:
         assert sent_after == sent_before + 1  # the one batch with the node's own payment
 
     async def test_waits_for_confirmations_and_keeps_payments_chargeable_meanwhile(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """With `chain.confirmations = 2` the batch stays `sent` and its payments
         chargeable until a second block is mined on top of it."""
         world = make_world(anvil, tmp_path / "node", confirmations=2)
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(11))
         pid, _ = world.pay(receipts, journal, payer(11), value=100, charge=60)
         reconciler = await asyncio.to_thread(_reconciler, world, journal)
@@ -245,13 +245,13 @@ class TestSettle:
         assert journal.get(pid).state is PaymentState.SETTLED  # type: ignore[union-attr]
 
     async def test_shortfall_when_a_peer_settles_less_than_the_acknowledged_receipt(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """This node acknowledged a peer's receipt crediting it 300, but the peer
         settled that payment on chain crediting it 100: the report names the 200
         shortfall. A receipt not yet settled counts as pending, not as missing."""
         world = make_world(anvil, tmp_path / "node")
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         who, peer_key = payer(12), dev_account(8)
         world.fund(who)
         peer_agent = world.peers[0]
@@ -306,12 +306,12 @@ class TestSettle:
 
 class TestCrashRecovery:
     async def test_batch_recorded_but_never_broadcast_is_sent_again_byte_for_byte(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """A process killed between committing a batch and broadcasting it: the next
         pass broadcasts the very same transaction (same hash, same nonce)."""
         world = make_world(anvil, tmp_path / "node")
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(5))
         pid, h = world.pay(receipts, journal, payer(5), value=500, charge=400)
         reconciler = _reconciler(world, journal)
@@ -339,12 +339,12 @@ class TestCrashRecovery:
         assert journal.get(pid).transaction == signed.tx_hash  # type: ignore[union-attr]
 
     async def test_nonce_taken_by_another_transaction_returns_items_to_the_pool(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """The recorded batch's nonce went to another transaction: the contract says the
         payment is not settled, so it goes into a new batch and settles once."""
         world = make_world(anvil, tmp_path / "node")
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(6))
         pid, h = world.pay(receipts, journal, payer(6), value=500, charge=500)
 
@@ -385,12 +385,12 @@ class TestCrashRecovery:
         assert record.transaction == _event_tx(world)["0x" + h.hex()] != signed.tx_hash
 
     async def test_reverted_batch_returns_payments_and_is_not_resent_in_the_same_pass(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """A recorded batch that reverts when mined (here: out of gas) moves nothing:
         its payments return to the pool, wait for the next pass, then settle once."""
         world = make_world(anvil, tmp_path / "node")
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(14))
         pid, h = world.pay(receipts, journal, payer(14), value=500, charge=500)
         node = connect_node(world.config_path)
@@ -491,13 +491,13 @@ async def flaky(anvil: Anvil) -> AsyncIterator[_FlakyRpc]:
 
 class TestRpcDown:
     async def test_rpc_dies_after_broadcast_then_returns_nothing_lost(
-        self, anvil: Anvil, tmp_path: Path, flaky: _FlakyRpc
+        self, anvil: Anvil, tmp_path: Path, flaky: _FlakyRpc, ledger: Ledger
     ) -> None:
         """The RPC dies right after the settle transaction reached the node: the pass
         retries with back-off, then resolves the batch from its receipt once the
         RPC answers again; every payment settled once."""
         world = make_world(anvil, tmp_path / "node", batch_size=5)
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(7))
         hashes = [
             world.pay(receipts, journal, payer(7), value=300, charge=200)[1] for _ in range(4)
@@ -524,12 +524,12 @@ class TestRpcDown:
         assert world.settlement.balance_of(world.agent_id) == 800
 
     async def test_rpc_down_from_the_start_gives_up_with_an_error_and_keeps_payments(
-        self, anvil: Anvil, tmp_path: Path, flaky: _FlakyRpc
+        self, anvil: Anvil, tmp_path: Path, flaky: _FlakyRpc, ledger: Ledger
     ) -> None:
         """With a bounded back-off, an RPC that never answers ends the pass with an
         error naming it; the payments stay chargeable for the next pass."""
         world = make_world(anvil, tmp_path / "node")
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         world.fund(payer(8))
         world.pay(receipts, journal, payer(8), value=300, charge=200)
         # Connecting is synchronous: off the loop, which runs the relay.
@@ -557,14 +557,14 @@ def _fired(trigger: str, journal: Journal, late: bool, settled_target: int) -> b
 
 class TestSigkill:
     def test_killed_reconcile_processes_settle_every_payment_exactly_once(
-        self, anvil: Anvil, tmp_path: Path
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:
         """`mesh-x402 reconcile --once` SIGKILLed at random instants, 10 times, with new
         payments arriving in between; a last run finishes. Every payment is settled
         exactly once: one PaymentSettled per receipt on chain, and the journal names
         that transaction."""
         world = make_world(anvil, tmp_path / "node", batch_size=2)
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         who = payer(9)
         world.fund(who)
         hashes: dict[str, bytes] = {}
@@ -622,11 +622,13 @@ class TestSigkill:
         assert SettlementStore(journal).open_batches() == []
 
 
-def test_reconcile_command_exits_1_naming_a_dead_rpc(anvil: Anvil, tmp_path: Path) -> None:
+def test_reconcile_command_exits_1_naming_a_dead_rpc(
+    anvil: Anvil, tmp_path: Path, ledger: Ledger
+) -> None:
     """`mesh-x402 reconcile --once` against an RPC that does not answer: exit 1 and
     a one-line reason naming the endpoint; the ledger is untouched."""
     world = make_world(anvil, tmp_path / "node")
-    journal, receipts = world.open_stores()
+    journal, receipts = ledger(world.state_dir)
     world.fund(payer(13))
     world.pay(receipts, journal, payer(13), value=100, charge=100)
     text = world.config_path.read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from mesh_x402._pb.mesh_x402.v1 import operator_pb2_grpc as opb_grpc
 from mesh_x402.chain.anvil import Anvil
 from mesh_x402.hostdouble import Host, HostConfig
 from mesh_x402.store.journal import PaymentState
-from settlement_kit import make_world, payer
+from settlement_kit import Ledger, make_world, payer
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ async def _until(check: Callable[[], bool], what: str) -> None:
 
 
 async def test_serve_settles_posts_and_answers_the_operator_api(
-    anvil: Anvil, tmp_path: Path
+    anvil: Anvil, tmp_path: Path, ledger: Ledger
 ) -> None:
     """Payments journalled while serve runs are settled by its loop; each settled
     batch is one blackboard line; GetIdentity over the Unix socket names this node."""
@@ -69,7 +69,7 @@ async def test_serve_settles_posts_and_answers_the_operator_api(
         world = await asyncio.to_thread(
             make_world, anvil, tmp_path / "node", batch_size=2, extra=extra
         )
-        journal, receipts = world.open_stores()
+        journal, receipts = ledger(world.state_dir)
         host = Host(
             HostConfig(
                 plugin_name="x402",

@@ -59,12 +59,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not (config.state_path / FILE_NAME).exists():
         raise ConfigError(f"{config.state_path / FILE_NAME}: no ledger yet (has this node run?)")
-    journal = Journal.in_state_dir(config.state_path)
-    try:
+    with Journal.in_state_dir(config.state_path) as journal:
         stored = ReceiptStore(journal).receipts(limit=args.limit)
         records = [receipt_record(s, journal) for s in stored]
-    finally:
-        journal.close()
     if args.json:
         rows = [MessageToDict(r, always_print_fields_with_no_presence=True) for r in records]
         print(json.dumps(rows, indent=2))

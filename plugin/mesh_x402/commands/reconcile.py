@@ -95,14 +95,11 @@ def _print(report: ReconcileReport) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_logs()
     node = connect_node(args.config)
-    journal = Journal.in_state_dir(node.state_dir)
-    reconciler = reconciler_for(node, journal)
-    try:
+    with Journal.in_state_dir(node.state_dir) as journal:
+        reconciler = reconciler_for(node, journal)
         if not args.once:
             asyncio.run(reconciler.run_forever(node.config.settlement.interval_seconds))
         report = asyncio.run(reconciler.run_once())
-    finally:
-        journal.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

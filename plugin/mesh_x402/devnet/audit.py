@@ -145,8 +145,7 @@ def _read_journals(
     payments: dict[str, _Payment] = {}
     counts: Counter[str] = Counter()
     for index, node in enumerate(nodes):
-        journal = Journal.in_state_dir(node.state_dir)
-        try:
+        with Journal.in_state_dir(node.state_dir) as journal:
             store = ReceiptStore(journal)
             for state in PaymentState:
                 counts[state.value] += journal.count(state)
@@ -163,8 +162,6 @@ def _read_journals(
                     record=record,
                     receipt_hash=None if stored is None else _hex(stored.receipt_hash),
                 )
-        finally:
-            journal.close()
     return payments, counts
 
 

@@ -439,11 +439,8 @@ class Devnet:
     def _verified_peers(self) -> list[int]:
         counts = []
         for node in self.nodes:
-            journal = Journal.in_state_dir(node.state_dir)
-            try:
+            with Journal.in_state_dir(node.state_dir) as journal:
                 counts.append(len(ReceiptStore(journal).identities(now=time.time())))
-            finally:
-                journal.close()
         return counts
 
     # -- traffic ---------------------------------------------------------------
@@ -499,11 +496,8 @@ class Devnet:
         failed, errors = 0, []
         for node in self.nodes:
             chain = await self._in_thread(connect_node, node.config_path)
-            journal = Journal.in_state_dir(node.state_dir)
-            try:
+            with Journal.in_state_dir(node.state_dir) as journal:
                 report = await reconciler_for(chain, journal).run_once()
-            finally:
-                journal.close()
             if report.error is not None:
                 errors.append(f"{node.name}: {report.error}")
                 self.progress.note(f"{node.name}: reconcile stopped: {report.error}")
@@ -526,11 +520,8 @@ class Devnet:
     def _in_flight(self) -> int:
         total = 0
         for node in self.nodes:
-            journal = Journal.in_state_dir(node.state_dir)
-            try:
+            with Journal.in_state_dir(node.state_dir) as journal:
                 total += journal.count(PaymentState.ACCEPTED)
-            finally:
-                journal.close()
         return total
 
     @staticmethod
@@ -620,11 +611,8 @@ class Devnet:
     def _credit_check(node: DevnetNode) -> CreditCheck | None:
         """The node's own reconciler compares its credits on chain with its receipts."""
         chain = connect_node(node.config_path)
-        journal = Journal.in_state_dir(node.state_dir)
-        try:
+        with Journal.in_state_dir(node.state_dir) as journal:
             return reconciler_for(chain, journal).check_credits()
-        finally:
-            journal.close()
 
     # -- by hand -------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ async def open_gate(
                 settler=None if settler is None else settler(journal),
             )
         )
-    except ConfigError:
+    except BaseException:
         await upstream.aclose()
         journal.close()
         raise

@@ -390,6 +390,12 @@ class Journal:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def claim(self, payment: NewPayment, *, spendable: int | None) -> ClaimOutcome:
         """Journal a verified payment as `accepted`, atomically, once per (payer, nonce).
 
