@@ -17,28 +17,15 @@ from mesh_x402.store.journal import (
     PaymentState,
 )
 from mesh_x402.store.receipts import PeerIdentity, ReceiptStore
+from test_journal import make_new_payment
 
 PAYER = "0x" + "aa" * 20
 DOMAIN = ReceiptDomain(31337, "0x" + "cc" * 20)
 
 
 def make_payment(n: int = 0, **overrides: object) -> NewPayment:
-    base = NewPayment(
-        receipt_id=f"p{n}",
-        request_id=f"q{n}",
-        payer=PAYER,
-        nonce="0x" + f"{n:064x}",
-        value=1000,
-        valid_after=0,
-        valid_before=2_000_000_000,
-        signature="0x" + "11" * 65,
-        network="eip155:31337",
-        asset="0x" + "bb" * 20,
-        pay_to="0x" + "cc" * 20,
-        model="m",
-        x402_version=2,
-    )
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    """A payment as test_journal makes them, with this file's receipt ids and value."""
+    return make_new_payment(n, **{"receipt_id": f"p{n}", "value": 1000, **overrides})
 
 
 def make_receipt(n: int = 0, **overrides: object) -> Receipt:
