@@ -99,6 +99,20 @@ class TestJson:
         for secret in ("payment-signature", "x-payment", "authorization"):
             assert secret not in received.headers
 
+    async def test_query_goes_upstream_encoded_and_cannot_add_a_header(
+        self, fake: FakeUpstream, client: UpstreamClient
+    ) -> None:
+        """Escapes pass as sent; 8-bit bytes, spaces, CR and LF are percent-encoded."""
+        raw = "a=%2F%26&b=x y&c=\u00c3\u00a9&d=1\r\nInjected: yes"  # é's UTF-8 bytes, as latin-1
+        async with await client.forward(
+            "POST", f"/v1/chat/completions?{raw}", CHAT, {}, "rid-query"
+        ) as response:
+            assert response.status == 200
+            await response.read()
+        received = fake.requests[-1]
+        assert received.query == b"a=%2F%26&b=x%20y&c=%C3%A9&d=1%0D%0AInjected:%20yes"
+        assert "injected" not in received.headers
+
     async def test_completions_endpoint(self, client: UpstreamClient) -> None:
         body = {"model": "m", "prompt": "abcdefgh", "max_tokens": 3}
         async with await client.forward("POST", "/v1/completions", body, {}, "rid") as response:

@@ -104,6 +104,7 @@ class RecordedRequest:
     Attributes:
         method: the HTTP method.
         path: the request path.
+        query: the raw query string, as sent.
         headers: request headers, lower-case names.
         body: the parsed JSON body (None when absent or not JSON).
         client: the client's (host, port): one value per TCP connection.
@@ -119,6 +120,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     client: tuple[str, int] | None
+    query: bytes = b""
     request_id: str = ""
     status: int = 0
     chunks_sent: int = 0
@@ -220,7 +222,12 @@ class FakeUpstreamApp:
         if client is not None:
             self.connections.add(client)
         record = RecordedRequest(
-            method=scope["method"], path=scope["path"], headers=headers, body=body, client=client
+            method=scope["method"],
+            path=scope["path"],
+            headers=headers,
+            body=body,
+            client=client,
+            query=scope.get("query_string", b""),
         )
         record.request_id = headers.get("x-request-id") or (
             f"req-{int(time.time() * 1000)}-{next(self._ids)}"

@@ -21,6 +21,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -44,6 +45,9 @@ __all__ = [
 # A JSON answer bigger than this streams through unmetered (usage unknown).
 MAX_METERED_JSON_BYTES: Final = 8 * 1024 * 1024
 _MAX_MODELS_BYTES: Final = 4 * 1024 * 1024
+# RFC 3986's reserved and unreserved characters, and "%" of an escape; "#" is
+# not allowed in a request target.
+_URI_CHARS: Final = "/?[]@!$&'()*+,;=:%-._~"
 
 # Request headers never forwarded: hop-by-hop ones (RFC 9110 7.6.1), the ones
 # the client computes itself, and credentials. The payment headers stay here:
@@ -303,8 +307,12 @@ class UpstreamClient:
         return self._session
 
     def _url(self, path: str) -> URL:
-        # Encoded: the client's query string goes upstream byte for byte.
-        return URL(self._base_url + path, encoded=True)
+        # What is already percent-encoded goes upstream as the client sent it;
+        # any other byte outside a URI's characters (a space, CR or LF, 8-bit
+        # bytes) is percent-encoded, so a raw query can never split the
+        # request line or add a header.
+        quoted = quote(path, safe=_URI_CHARS, encoding="latin-1", errors="replace")
+        return URL(self._base_url + quoted, encoded=True)
 
     async def forward(
         self,
@@ -321,7 +329,8 @@ class UpstreamClient:
 
         Args:
             method: the HTTP method.
-            path: the path (with query), e.g. `/v1/chat/completions`.
+            path: the path (with query), e.g. `/v1/chat/completions`; the
+                query as the client's raw bytes decoded as latin-1.
             body: the client's JSON body (after the gate's own edits), or None.
             headers: the client's headers; hop-by-hop, credential and payment
                 headers are not forwarded.
