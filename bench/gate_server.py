@@ -19,34 +19,22 @@ import argparse
 import asyncio
 import cProfile
 import os
-import socket
-import sys
 from pathlib import Path
 
-import uvicorn
 from mesh_x402 import log
 from mesh_x402.config import load_config
 from mesh_x402.http.gate import open_gate
+from procs import serve_until_stdin_closes
 
 
 async def _serve(config_path: Path) -> None:
     config = load_config(config_path)
     log.configure(config.node.log_level)  # as `serve` does: the same logging cost per request
     app = await open_gate(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    config = uvicorn.Config(
-        app, http="h11", lifespan="off", log_config=None, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    server.should_exit = True
-    await task
-    await app.aclose()
+    try:
+        await serve_until_stdin_closes(app)
+    finally:
+        await app.aclose()
 
 
 def main() -> None:

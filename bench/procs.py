@@ -9,13 +9,16 @@ as an operator would.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
+import uvicorn
 
 
 class Proc:
@@ -103,3 +106,25 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def serve_until_stdin_closes(app: Any) -> None:
+    """The helper side: serve an ASGI app on a free 127.0.0.1 port, print
+    `READY <url>`, and stop once stdin closes (the benchmark ended or died).
+
+    uvicorn's h11 protocol on a listener created with IPPROTO_TCP, so asyncio
+    sets TCP_NODELAY on every accepted connection.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    config = uvicorn.Config(
+        app, http="h11", lifespan="off", log_config=None, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    server.should_exit = True
+    await task

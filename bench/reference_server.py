@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
+from procs import serve_until_stdin_closes
 from x402 import x402Facilitator, x402ResourceServer
 from x402.http.middleware.fastapi import payment_middleware
 from x402.http.types import PaymentOption, RouteConfig
@@ -96,33 +94,12 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     return app
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    config = uvicorn.Config(
-        build_app(args),
-        http="h11",
-        lifespan="off",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    server.should_exit = True
-    await task
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("rpc", "upstream", "token", "token-name", "token-version", "pay-to", "key-file"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--amount", required=True, type=int, help="price per request, atomic units")
-    asyncio.run(_serve(parser.parse_args()))
+    asyncio.run(serve_until_stdin_closes(build_app(parser.parse_args())))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import sys
 import time
 from collections import Counter
 from typing import Any
 
 import httpx
-import uvicorn
+from procs import serve_until_stdin_closes
 
 
 class CountingProxy:
@@ -107,32 +105,10 @@ async def _send(send: Any, status: int, content: bytes) -> None:
     await send({"type": "http.response.body", "body": content})
 
 
-async def _serve(upstream: str) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    config = uvicorn.Config(
-        CountingProxy(upstream),
-        http="h11",
-        lifespan="off",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    print(f"READY http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    # Serve until the benchmark closes our stdin (or dies).
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    server.should_exit = True
-    await task
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True, help="the node's JSON-RPC URL")
-    asyncio.run(_serve(parser.parse_args().upstream))
+    asyncio.run(serve_until_stdin_closes(CountingProxy(parser.parse_args().upstream)))
 
 
 if __name__ == "__main__":

@@ -14,21 +14,17 @@ calls are read from the chain and the proxy.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from mesh_x402.chain.eip712 import TransferAuthorization, sign_transfer_authorization
 from mesh_x402.commands._chain import connect_node
 from mesh_x402.commands.reconcile import reconciler_for
-from mesh_x402.core.receipts import Credit, Receipt, ReceiptDomain, receipt_digest, sign_receipt
-from mesh_x402.store.journal import Journal, NewPayment, PaymentState
+from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.receipts import ReceiptStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
@@ -52,76 +48,14 @@ class SettleFigures:
 
 def _fill(world: SettleWorld, journal: Journal, receipts: ReceiptStore, count: int) -> None:
     """Journal `count` chargeable payments with signed receipts (split + refund)."""
-    name, version = world.token.name(), world.token.version()
-    chain_id = world.client.chain_id
     payers = [payer(i) for i in range(PAYERS)]
     for account in payers:
         world.fund(account, VALUE * (count // PAYERS + 2))
-    domain = ReceiptDomain(chain_id, world.settlement.address)
-    node_key = bytes(world.node.key)
-    now = int(time.time())
     peer = world.peers[0]
-    credits = sorted([(world.agent_id, CHARGE * 6 // 10), (peer, CHARGE - CHARGE * 6 // 10)])
+    credits = [(world.agent_id, CHARGE * 6 // 10), (peer, CHARGE - CHARGE * 6 // 10)]
     for i in range(count):
         who = payers[i % PAYERS]
-        nonce = os.urandom(32)
-        auth = TransferAuthorization(
-            from_=who.address,
-            to=world.settlement.address,
-            value=VALUE,
-            valid_after=0,
-            valid_before=now + 7200,
-            nonce=nonce,
-        )
-        signature = sign_transfer_authorization(
-            bytes(who.key),
-            auth,
-            token_name=name,
-            token_version=version,
-            chain_id=chain_id,
-            token=world.token.address,
-        )
-        payment_id = uuid.uuid4().hex
-        journal.claim(
-            NewPayment(
-                receipt_id=payment_id,
-                request_id=f"req-{payment_id}",
-                payer=who.address.lower(),
-                nonce="0x" + nonce.hex(),
-                value=VALUE,
-                valid_after=0,
-                valid_before=auth.valid_before,
-                signature="0x" + signature.packed.hex(),
-                network=f"eip155:{chain_id}",
-                asset=world.token.address,
-                pay_to=world.settlement.address,
-                model="bench",
-                x402_version=2,
-            ),
-            spendable=None,
-        )
-        receipt = Receipt(
-            payer=who.address,
-            nonce=nonce,
-            value=VALUE,
-            request_id=f"req-{payment_id}",
-            model="bench",
-            prompt_tokens=10,
-            completion_tokens=20,
-            price_version=1,
-            timestamp=now,
-            charge=CHARGE,
-            refund=VALUE - CHARGE,
-            entry_agent_id=world.agent_id,
-            credits=tuple(Credit(agent_id=a, amount=m) for a, m in credits),
-            policy="vram-proportional",
-        )
-        receipts.charge_with_receipt(
-            payment_id,
-            receipt=receipt,
-            receipt_hash=receipt_digest(receipt, domain),
-            signature=sign_receipt(node_key, receipt, domain),
-        )
+        world.pay(receipts, journal, who, value=VALUE, charge=CHARGE, credits=credits)
 
 
 def settle_payments(rpc_url: str, count: int, stats: Any) -> SettleFigures:

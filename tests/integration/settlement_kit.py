@@ -8,6 +8,7 @@ reconciler sees what it sees in production.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -65,6 +66,11 @@ class SettleWorld:
     def state_dir(self) -> Path:
         return self.folder / "state"
 
+    @functools.cached_property
+    def token_eip712(self) -> tuple[str, str]:
+        """The token's EIP-712 name and version, read once: every payment signs with them."""
+        return self.token.name(), self.token.version()
+
     def fund(self, account: LocalAccount, amount: int = FUNDS) -> None:
         self.token.mint(dev_account(0), account.address, amount)
 
@@ -100,8 +106,8 @@ class SettleWorld:
         packed = sign_transfer_authorization(
             bytes(who.key),
             auth,
-            token_name=self.token.name(),
-            token_version=self.token.version(),
+            token_name=self.token_eip712[0],
+            token_version=self.token_eip712[1],
             chain_id=self.client.chain_id,
             token=self.token.address,
         )
