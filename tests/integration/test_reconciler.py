@@ -396,7 +396,7 @@ class TestCrashRecovery:
         node = connect_node(world.config_path)
         item = receipts.settleable(10)[0]
         fn = node.settlement.settle_function([settlement_item(item, world.settlement.address)])
-        tx = fn.build_transaction(
+        tx = fn.transaction(
             {
                 "from": node.account.address,
                 "gas": 60_000,  # far too little for a settle: reverts when mined

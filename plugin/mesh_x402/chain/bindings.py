@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
+from eth_abi.abi import decode, encode
+from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
+from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from mesh_x402.chain.artifacts import ArtifactName, load_artifact
-from mesh_x402.chain.client import ChainClient, TransactionReverted
+from mesh_x402.chain.client import ChainClient, EncodedCall, TransactionReverted
 from mesh_x402.chain.eip712 import Signature, TransferAuthorization
 from mesh_x402.errors import ChainError
 
@@ -237,10 +239,14 @@ class SettlementBinding(_Binding):
 
     artifact = "MeshSettlement"
 
-    def settle_function(self, items: Sequence[SettlementItem]) -> ContractFunction:
-        """The bound `settle(items)` call, for callers that sign and send it themselves."""
-        fn: ContractFunction = self.contract.functions.settle([item.as_abi() for item in items])
-        return fn
+    def settle_function(self, items: Sequence[SettlementItem]) -> EncodedCall:
+        """The `settle(items)` call, encoded once: for `preview`, and for callers that
+        sign and send it themselves."""
+        entry = self.contract.get_function_by_name("settle").abi
+        arguments = encode(get_abi_input_types(entry), [[item.as_abi() for item in items]])
+        return EncodedCall(
+            self.address, function_abi_to_4byte_selector(entry) + arguments, self.contract.abi
+        )
 
     def settle(self, account: LocalAccount, items: Sequence[SettlementItem]) -> SettleResult:
         """Settle a batch; statuses come from the receipt's `ItemRejected` events."""
@@ -262,10 +268,13 @@ class SettlementBinding(_Binding):
 
     def preview(self, sender: str, items: Sequence[SettlementItem]) -> list[SettleStatus]:
         """What `settle(items)` sent by `sender` would answer now (an `eth_call`, no gas)."""
-        result = self.client.call(
-            self.settle_function(items), f"preview settle of {len(items)}", sender=sender
-        )
-        return [SettleStatus(int(code)) for code in result]
+        what = f"preview settle of {len(items)}"
+        data = self.client.call_encoded(self.settle_function(items), what, sender=sender)
+        try:
+            (codes,) = decode(["uint8[]"], data)
+            return [SettleStatus(int(code)) for code in codes]
+        except (DecodingError, ValueError) as exc:
+            raise ChainError(f"{what}: unreadable answer: {exc}") from None
 
     def settled_in(self, receipt_hash: bytes) -> str | None:
         """The transaction whose `PaymentSettled` carries `receipt_hash`, if any."""

@@ -38,6 +38,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
@@ -61,7 +62,7 @@ try:  # the in-process test chain raises its own revert error, not web3's
 except ImportError:  # pragma: no cover - eth-tester is a test dependency only
     _TesterReverted = ContractLogicError
 
-__all__ = ["ChainClient", "SignedTx", "TransactionReverted"]
+__all__ = ["ChainClient", "EncodedCall", "SignedTx", "TransactionReverted"]
 
 _T = TypeVar("_T")
 _GAS_MARGIN_PERCENT: Final = 20  # estimates are exact on a quiet chain; state may move
@@ -80,6 +81,30 @@ class SignedTx:
     nonce: int
     tx_hash: str
     raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EncodedCall:
+    """A contract call whose calldata was encoded once, for `call_encoded` and `prepare`.
+
+    A web3 `ContractFunction` validates and encodes its arguments again for
+    every eth_call, gas estimate and build; for a settle batch of 50 items
+    that is about 0.1 s of CPU each time, in the process that also serves
+    paid requests.
+
+    Attributes:
+        to: the contract.
+        data: selector and ABI-encoded arguments.
+        abi: the contract's ABI, to name a custom error in a revert.
+    """
+
+    to: ChecksumAddress
+    data: bytes = field(repr=False)
+    abi: Sequence[Mapping[str, Any]] = field(repr=False)
+
+    def transaction(self, params: TxParams) -> TxParams:
+        """`params` plus this call's recipient, data and zero value."""
+        return {**params, "to": self.to, "data": HexBytes(self.data), "value": Wei(0)}
 
 
 class TransactionReverted(ChainError):  # noqa: N818 - named like its siblings in errors.py
@@ -265,6 +290,16 @@ class ChainClient:
         with self._translated(what, fn.contract_abi):
             return fn.call(params)
 
+    def call_encoded(self, call: EncodedCall, what: str, *, sender: str | None = None) -> bytes:
+        """`eth_call` an encoded call (as `sender`, if given); the raw return data.
+
+        Raises:
+            TransactionReverted: the call reverted.
+        """
+        params: TxParams = {} if sender is None else {"from": to_checksum_address(sender)}
+        with self._translated(what, call.abi):
+            return bytes(self.w3.eth.call(call.transaction(params)))
+
     def block_number(self) -> int:
         return self.run("eth_blockNumber", lambda: int(self.w3.eth.block_number))
 
@@ -293,7 +328,10 @@ class ChainClient:
         }
 
     def prepare(
-        self, account: LocalAccount, fn: ContractFunction | ContractConstructor, what: str
+        self,
+        account: LocalAccount,
+        fn: ContractFunction | ContractConstructor | EncodedCall,
+        what: str,
     ) -> SignedTx:
         """Estimate, pick the sender's next nonce and sign `fn`; nothing is broadcast.
 
@@ -317,10 +355,16 @@ class ChainClient:
             abi = fn.contract_abi if isinstance(fn, ContractFunction) else fn.abi
             with self._translated(what, abi):
                 params: TxParams = {"from": sender, "chainId": self.chain_id, **self._fees()}
-                gas = int(fn.estimate_gas(params))
+                if isinstance(fn, EncodedCall):
+                    gas = int(self.w3.eth.estimate_gas(fn.transaction(params)))
+                else:
+                    gas = int(fn.estimate_gas(params))
                 params["gas"] = gas + gas * _GAS_MARGIN_PERCENT // 100
                 params["nonce"] = Nonce(self._next_nonce(sender))
-                tx = fn.build_transaction(params)
+                if isinstance(fn, EncodedCall):
+                    tx = fn.transaction(params)
+                else:
+                    tx = fn.build_transaction(params)
             signed = account.sign_transaction(tx)  # type: ignore[arg-type]
         return SignedTx(
             sender=sender,
@@ -354,13 +398,16 @@ class ChainClient:
             self._nonces.pop(to_checksum_address(sender), None)
 
     def transact(
-        self, account: LocalAccount, fn: ContractFunction | ContractConstructor, what: str
+        self,
+        account: LocalAccount,
+        fn: ContractFunction | ContractConstructor | EncodedCall,
+        what: str,
     ) -> TxReceipt:
         """Sign `fn` with `account`, send it, and wait for its confirmations.
 
         Args:
             account: the local key that signs and pays gas.
-            fn: a bound contract function or constructor call.
+            fn: a bound contract function or constructor call, or an encoded call.
             what: names the action in errors and logs (never secrets).
 
         Raises:

@@ -15,7 +15,7 @@ EXPORTS = {
         "find_anvil",
     },
     "mesh_x402.chain.npm": {"cache_dir", "npm_install"},
-    "mesh_x402.chain.client": {"ChainClient", "SignedTx", "TransactionReverted"},
+    "mesh_x402.chain.client": {"ChainClient", "EncodedCall", "SignedTx", "TransactionReverted"},
     "mesh_x402.chain.bindings": {
         "PEER_ID_KEY",
         "SIGNER_KEY",
