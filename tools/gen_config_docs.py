@@ -14,6 +14,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import get_args
 
 from mesh_x402.config import NodeConfig
 from pydantic import BaseModel
@@ -27,7 +28,8 @@ END = "<!-- config-reference:end -->"
 
 def _type_name(field: FieldInfo) -> str:
     annotation = field.annotation
-    if isinstance(annotation, type):
+    # A parametrized generic (`dict[str, Price]`) passes isinstance(..., type) on 3.10.
+    if isinstance(annotation, type) and not get_args(annotation):
         return annotation.__name__
     text = str(annotation) if annotation is not None else "any"
     text = text.replace(
