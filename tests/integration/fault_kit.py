@@ -31,7 +31,7 @@ from mesh_x402.core.payer import encode_header, sign_payment
 from mesh_x402.core.ports import TokenDomain
 from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.hostdouble import Host, HostConfig
-from mesh_x402.store.journal import Journal, PaymentState
+from mesh_x402.store.journal import Journal, PaymentRecord, PaymentState
 from settlement_kit import SettleWorld, make_world
 from x402.schemas import PaymentRequirements
 
@@ -96,17 +96,22 @@ class PaidNode:
     def journal(self) -> Journal:
         return Journal.in_state_dir(self.world.state_dir)
 
+    def records(self, receipt_ids: Iterable[str]) -> list[PaymentRecord]:
+        """The journal's records of accepted payments, in order (each must be there)."""
+        with self.journal() as journal:
+            found = [(rid, journal.get(rid)) for rid in receipt_ids]
+        records = []
+        for rid, record in found:
+            assert record is not None, f"accepted payment {rid} is not in the journal"
+            records.append(record)
+        return records
+
+    def record(self, receipt_id: str) -> PaymentRecord:
+        (record,) = self.records([receipt_id])
+        return record
+
     def states(self, receipt_ids: Iterable[str]) -> dict[str, tuple[PaymentState, str | None]]:
-        journal = self.journal()
-        try:
-            found = {}
-            for rid in receipt_ids:
-                record = journal.get(rid)
-                assert record is not None, f"accepted payment {rid} is not in the journal"
-                found[rid] = (record.state, record.reason)
-            return found
-        finally:
-            journal.close()
+        return {r.receipt_id: (r.state, r.reason) for r in self.records(receipt_ids)}
 
     async def requirements(
         self, client: httpx.AsyncClient, body: dict[str, Any] | None = None
@@ -182,14 +187,17 @@ class Reconciling:
         return await (await self._spawn("--once")).wait()
 
 
-def _write_gateway(world: SettleWorld, port: int, upstream: str, interval: float) -> None:
-    """Append the gateway, upstream and settlement pace to the world's node.toml.
+def _write_gateway(
+    world: SettleWorld, port: int, upstream: str, interval: float, settlement: str = ""
+) -> None:
+    """Append settlement keys, the gateway and the upstream to the world's node.toml.
 
-    The world's file ends inside `[settlement]`, so the first line lands there.
+    The world's file ends inside `[settlement]`, so `settlement` (more keys of
+    that table) and the pace land there.
     """
     with world.config_path.open("a", encoding="utf-8") as handle:
         handle.write(
-            f"interval_seconds = {interval}\n"
+            f"{settlement}interval_seconds = {interval}\n"
             "[gateway]\n"
             f'listen = "127.0.0.1:{port}"\n'
             "[upstream]\n"
@@ -207,15 +215,17 @@ async def paying_node(
     interval: float = 0.3,
     rpc: str | None = None,
     models: Iterable[FakeModel] = (FakeModel("fake-model", completion_tokens=8, chunks=2),),
+    settlement: str = "",
 ) -> AsyncIterator[tuple[PaidNode, FakeUpstream]]:
-    """A settling node under the host double; `rpc` replaces the chain URL the plugin uses."""
+    """A settling node under the host double; `rpc` replaces the chain URL the plugin uses,
+    `settlement` adds `[settlement]` keys (lines, e.g. `mode = "immediate"\\n`)."""
     with FakeUpstream(list(models)) as upstream:
         world = await asyncio.to_thread(make_world, anvil, folder / "node", batch_size=batch_size)
         if rpc is not None:
             text = world.config_path.read_text(encoding="utf-8")
             world.config_path.write_text(text.replace(anvil.url, rpc), encoding="utf-8")
         port = free_port()
-        _write_gateway(world, port, upstream.url, interval)
+        _write_gateway(world, port, upstream.url, interval, settlement)
         log = folder / "plugin.log"
         host = Host(
             HostConfig(

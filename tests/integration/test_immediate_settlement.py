@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
-from fault_kit import BODY, PaidNode, free_port, until
+from fault_kit import BODY, PaidNode, paying_node, until
 from mesh_x402.chain.anvil import Anvil, dev_account
-from mesh_x402.core.ports import TokenDomain
-from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
-from mesh_x402.hostdouble import Host, HostConfig
 from mesh_x402.store.journal import PaymentState
 from mesh_x402.store.receipts import ReceiptStore
-from settlement_kit import make_world, payer
+from settlement_kit import payer
 from x402 import x402Client
 from x402.http.clients.httpx import x402AsyncTransport
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
@@ -48,42 +44,10 @@ _TRANSFER_ABI: list[dict[str, Any]] = [
 @pytest.fixture
 async def node(anvil: Anvil, tmp_path: Path) -> AsyncIterator[PaidNode]:
     """A hosted node in mode immediate whose reconciler loop also runs (every 0.5 s)."""
-    with FakeUpstream([FakeModel("fake-model", completion_tokens=8, chunks=2)]) as upstream:
-        port = free_port()
-        extra = (
-            'mode = "immediate"\n'
-            "interval_seconds = 0.5\n"
-            "[gateway]\n"
-            f'listen = "127.0.0.1:{port}"\n'
-            "[upstream]\n"
-            f'url = "{upstream.url}"\n'
-            "timeout_seconds = 30\n"
-        )
-        world = await asyncio.to_thread(make_world, anvil, tmp_path / "node", extra=extra)
-        log = tmp_path / "plugin.log"
-        host = Host(
-            HostConfig(
-                plugin_name="x402",
-                command=[
-                    sys.executable,
-                    "-m",
-                    "mesh_x402",
-                    "serve",
-                    "--config",
-                    str(world.config_path),
-                ],
-                home=tmp_path / "home",
-                mesh_visibility="private",
-                stderr_path=log,
-            )
-        )
-        token = world.token
-        domain = TokenDomain(token.name(), token.version(), world.client.chain_id, token.address)
-        await host.start()
-        try:
-            yield PaidNode(world, host, f"http://127.0.0.1:{port}", domain, [log])
-        finally:
-            await host.stop()
+    async with paying_node(
+        anvil, tmp_path, batch_size=3, interval=0.5, settlement='mode = "immediate"\n'
+    ) as (paid, _):
+        yield paid
 
 
 def _sdk(who: LocalAccount) -> httpx.AsyncClient:
@@ -125,13 +89,9 @@ async def test_sdk_payment_is_settled_before_the_answer(node: PaidNode) -> None:
     assert mined is not None
     assert mined["status"] == 1
     receipt_id = settle["extra"]["receiptId"]
-    journal = node.journal()
-    try:
-        record = journal.get(receipt_id)
+    record = node.record(receipt_id)
+    with node.journal() as journal:
         stored = ReceiptStore(journal).for_payment(receipt_id)
-    finally:
-        journal.close()
-    assert record is not None
     assert stored is not None
     assert record.state is PaymentState.SETTLED
     assert record.transaction == tx
@@ -177,12 +137,7 @@ async def test_payer_moving_its_funds_gets_402_and_no_completion(node: PaidNode)
     assert settle["errorReason"] == "invalid_exact_evm_insufficient_balance"
     assert settle["amount"] == "0"
     assert settle["extra"]["journalReason"] == "payer_insufficient_funds"
-    journal = node.journal()
-    try:
-        record = journal.get(settle["extra"]["receiptId"])
-    finally:
-        journal.close()
-    assert record is not None
+    record = node.record(settle["extra"]["receiptId"])
     assert record.state is PaymentState.FAILED
     assert record.reason == "payer_insufficient_funds"
 
@@ -212,12 +167,7 @@ async def test_streamed_request_is_served_then_settled_by_the_loop(node: PaidNod
         return node.states([receipt_id])[receipt_id][0] is PaymentState.SETTLED
 
     await until(settled, f"the loop to settle {receipt_id}")
-    journal = node.journal()
-    try:
-        record = journal.get(receipt_id)
-    finally:
-        journal.close()
-    assert record is not None
+    record = node.record(receipt_id)
     assert record.transaction
     mined = await asyncio.to_thread(world.client.receipt_of, record.transaction)
     assert mined is not None

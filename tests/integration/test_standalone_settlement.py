@@ -57,12 +57,7 @@ async def test_standalone_gateway_settles_its_payments(anvil: Anvil, tmp_path: P
                 lambda: node.states([receipt_id])[receipt_id][0] is PaymentState.SETTLED,
                 "the standalone node to settle its payment",
             )
-            journal = node.journal()
-            try:
-                record = journal.get(receipt_id)
-            finally:
-                journal.close()
-            assert record is not None
+            record = node.record(receipt_id)
             assert record.charge is not None
             assert 0 < record.charge <= int(requirements.amount)
             assert world.settlement.balance_of(world.agent_id) == record.charge
