@@ -2,11 +2,11 @@
 
 One pooled aiohttp `ClientSession` per node, so the hot path does not pay a
 TCP handshake per request. aiohttp rather than httpx: its C HTTP parser
-makes a forwarded request about 0.5 ms cheaper on this path, which is the
-gate's whole budget over a direct call. Answers stream through as they arrive: SSE goes
-through `core.metering.SseUsageTap`, which reads the usage block and removes
-the usage-only chunk the client did not ask for; JSON passes through as is
-and is metered when it ends.
+makes a forwarded request about 0.5 ms cheaper, a quarter of the gate's
++2 ms target over a direct call. Answers stream through as they arrive: SSE
+goes through `core.metering.SseUsageTap`, which reads the usage block and
+removes the usage-only chunk the client did not ask for; JSON passes through
+as is and is metered when it ends.
 
 aiohttp exceptions never leave this module: they become `UpstreamError` with a
 stable reason, so the gate can tell "never reached the model" from "broke
@@ -122,14 +122,13 @@ _CLIENT_ERRORS: Final = (aiohttp.ClientError, asyncio.TimeoutError)
 def _translate(exc: BaseException, *, mid_stream: bool) -> UpstreamError:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError("upstream_unreachable", f"cannot connect to the upstream: {exc}")
+    problem = str(exc) or type(exc).__name__  # aiohttp's timeouts carry no message
     if isinstance(exc, asyncio.TimeoutError):
-        problem = str(exc) or type(exc).__name__
         return UpstreamError(
             "upstream_timeout",
             f"the upstream did not answer in time: {problem}",
             mid_stream=mid_stream,
         )
-    problem = str(exc) or type(exc).__name__
     return UpstreamError(
         "upstream_broken", f"the upstream connection failed: {problem}", mid_stream=mid_stream
     )
