@@ -14,6 +14,7 @@ the same bindings drive the real contracts on public chains.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -239,14 +240,18 @@ class SettlementBinding(_Binding):
 
     artifact = "MeshSettlement"
 
+    @functools.cached_property
+    def _settle_signature(self) -> tuple[bytes, list[str]]:
+        """`settle`'s selector and argument types, read from the ABI once."""
+        entry = self.contract.get_function_by_name("settle").abi
+        return function_abi_to_4byte_selector(entry), get_abi_input_types(entry)
+
     def settle_function(self, items: Sequence[SettlementItem]) -> EncodedCall:
         """The `settle(items)` call, encoded once: for `preview`, and for callers that
         sign and send it themselves."""
-        entry = self.contract.get_function_by_name("settle").abi
-        arguments = encode(get_abi_input_types(entry), [[item.as_abi() for item in items]])
-        return EncodedCall(
-            self.address, function_abi_to_4byte_selector(entry) + arguments, self.contract.abi
-        )
+        selector, types = self._settle_signature
+        arguments = encode(types, [[item.as_abi() for item in items]])
+        return EncodedCall(self.address, selector + arguments, self.contract.abi)
 
     def settle(self, account: LocalAccount, items: Sequence[SettlementItem]) -> SettleResult:
         """Settle a batch; statuses come from the receipt's `ItemRejected` events."""
