@@ -243,11 +243,9 @@ async def paying_node(
                 stderr_path=log,
             )
         )
-        token = world.token
-        domain = TokenDomain(token.name(), token.version(), world.client.chain_id, token.address)
         await host.start()
         try:
-            yield PaidNode(world, host, f"http://127.0.0.1:{port}", domain, [log]), upstream
+            yield PaidNode(world, host, f"http://127.0.0.1:{port}", world.domain, [log]), upstream
         finally:
             await host.stop()
 

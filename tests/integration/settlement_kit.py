@@ -24,6 +24,7 @@ from mesh_x402.chain.bindings import IdentityRegistryBinding, SettlementBinding,
 from mesh_x402.chain.client import ChainClient
 from mesh_x402.chain.deployment import Deployment, deploy
 from mesh_x402.chain.eip712 import TransferAuthorization, sign_transfer_authorization
+from mesh_x402.core.ports import TokenDomain
 from mesh_x402.core.receipts import Credit, Receipt, ReceiptDomain, receipt_digest, sign_receipt
 from mesh_x402.state import IdentityState, save_identity
 from mesh_x402.store.journal import Journal, NewPayment
@@ -67,9 +68,10 @@ class SettleWorld:
         return self.folder / "state"
 
     @functools.cached_property
-    def token_eip712(self) -> tuple[str, str]:
-        """The token's EIP-712 name and version, read once: every payment signs with them."""
-        return self.token.name(), self.token.version()
+    def domain(self) -> TokenDomain:
+        """The token's EIP-712 domain, read from the chain once: every payment signs with it."""
+        token = self.token
+        return TokenDomain(token.name(), token.version(), self.client.chain_id, token.address)
 
     def fund(self, account: LocalAccount, amount: int = FUNDS) -> None:
         self.token.mint(dev_account(0), account.address, amount)
@@ -106,8 +108,8 @@ class SettleWorld:
         packed = sign_transfer_authorization(
             bytes(who.key),
             auth,
-            token_name=self.token_eip712[0],
-            token_version=self.token_eip712[1],
+            token_name=self.domain.name,
+            token_version=self.domain.version,
             chain_id=self.client.chain_id,
             token=self.token.address,
         )

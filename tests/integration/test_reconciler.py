@@ -256,7 +256,7 @@ class TestSettle:
         world.fund(who)
         peer_agent = world.peers[0]
         domain = ReceiptDomain(31337, world.settlement.address)
-        token_name, token_version = world.token.name(), world.token.version()
+        token_name, token_version = world.domain.name, world.domain.version
 
         def peer_payment(credit_me: int) -> tuple[SettlementItem, Receipt, bytes]:
             nonce = os.urandom(32)

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fault_kit import PaidNode, _write_gateway, free_port, until
 from mesh_x402.chain.anvil import Anvil
-from mesh_x402.core.ports import TokenDomain
 from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.store.journal import PaymentState
 from settlement_kit import make_world, payer
@@ -39,13 +38,11 @@ async def test_standalone_gateway_settles_its_payments(anvil: Anvil, tmp_path: P
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=stderr,
             )
-        token = world.token
-        domain = TokenDomain(token.name(), token.version(), world.client.chain_id, token.address)
-        node = PaidNode(world, None, f"http://127.0.0.1:{port}", domain, [log])  # type: ignore[arg-type]
+        node = PaidNode(world, None, f"http://127.0.0.1:{port}", world.domain, [log])  # type: ignore[arg-type]
         try:
             client_key = payer(90)
             await asyncio.to_thread(world.fund, client_key)
-            before = await asyncio.to_thread(token.balance_of, client_key.address)
+            before = await asyncio.to_thread(world.token.balance_of, client_key.address)
             async with httpx.AsyncClient(timeout=30) as client:
                 requirements = await node.requirements(client)
                 header, signature = node.sign(client_key, requirements)
@@ -61,7 +58,7 @@ async def test_standalone_gateway_settles_its_payments(anvil: Anvil, tmp_path: P
             assert record.charge is not None
             assert 0 < record.charge <= int(requirements.amount)
             assert world.settlement.balance_of(world.agent_id) == record.charge
-            after = await asyncio.to_thread(token.balance_of, client_key.address)
+            after = await asyncio.to_thread(world.token.balance_of, client_key.address)
             assert before - after == record.charge  # the rest was refunded
         finally:
             process.terminate()
