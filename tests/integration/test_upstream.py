@@ -174,7 +174,9 @@ class TestStream:
         fake.release()
         rest = b"".join([chunk async for chunk in chunks])
         assert response.first_token_seen
-        assert record.finished
+        # The fake marks its answer finished after its last send returns, on its own
+        # thread: the caller may hold every byte a moment before.
+        await wait_until(lambda: record.finished, "the fake to finish its answer")
         assert events(seen + rest)[-1] == "[DONE]"
         assert response.complete
         await response.aclose()
