@@ -9,7 +9,11 @@ One paid request, in order:
    malformed -> 400; refused by the core -> 402 with the reason.
 4. Claim: the journal records the payment as `accepted` (fsynced) in one
    atomic statement that also refuses a replayed nonce and an overdrawn
-   payer. Only then does anything reach the upstream.
+   payer. The request goes upstream as soon as that statement has decided,
+   while its commit reaches the disk (the fsync and the upstream's first
+   bytes overlap); the response head waits for the commit, so no client
+   hears of a claim a crash could still undo, and a failed commit ends the
+   request without an answer.
 5. Forward and relay: SSE streams through chunk by chunk; a JSON answer is
    held until complete so its head can carry the charge.
 6. Outcome: a complete 2xx makes the payment `chargeable` at the usage
@@ -81,7 +85,7 @@ from mesh_x402.core.requirements import (
 )
 from mesh_x402.core.verify import Reason, VerifiedPayment, verify_payment
 from mesh_x402.http.context import GateContext
-from mesh_x402.http.server import Receive, Scope, Send
+from mesh_x402.http.server import Message, Receive, Scope, Send
 from mesh_x402.http.upstream import UpstreamError, UpstreamResponse
 from mesh_x402.log import Event, get_logger
 from mesh_x402.store.journal import ClaimOutcome, NewPayment
@@ -148,6 +152,25 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _resolve(future: asyncio.Future[_T], result: _T) -> None:
+    if not future.done():  # a request cancelled meanwhile
+        future.set_result(result)
+
+
+def _after_commit(committed: asyncio.Future[ClaimOutcome], send: Send) -> Send:
+    """`send`, holding the response head until the claim is on disk: until
+    then a crash would undo the claim, so the client must hear nothing.
+    A failed commit raises here, and the request ends without an answer.
+    """
+
+    async def send_after_commit(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await asyncio.shield(committed)
+        await send(message)
+
+    return send_after_commit
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -322,10 +345,9 @@ class Paywall:
             quote=quote,
             body=body,
         )
-        outcome = await self._journal(
-            ctx.journal.claim, self._new_payment(exchange, requirements), spendable=balance
-        )
+        outcome, committed = await self._claim(self._new_payment(exchange, requirements), balance)
         if outcome is not ClaimOutcome.ACCEPTED:
+            await committed  # nothing was written; raises only if the journal failed
             # RESERVED: a verified peer is serving this authorization already.
             replayed = outcome in (ClaimOutcome.REPLAYED, ClaimOutcome.RESERVED)
             await self._refuse(
@@ -357,7 +379,34 @@ class Paywall:
             )
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{path}?{query}" if query else path
-        await self._exchange(exchange, target, headers, receive, send)
+        try:
+            await self._exchange(exchange, target, headers, receive, _after_commit(committed, send))
+        finally:
+            # A failed commit is this request's real error, whatever it broke after.
+            await asyncio.shield(committed)
+
+    async def _claim(
+        self, payment: NewPayment, balance: int | None
+    ) -> tuple[ClaimOutcome, asyncio.Future[ClaimOutcome]]:
+        """Claim `payment` on the writer thread: its outcome as soon as it is
+        decided, and the claim's commit, which finishes while the request goes
+        upstream (`_after_commit` holds the answer until then).
+        """
+        loop = asyncio.get_running_loop()
+        decided: asyncio.Future[ClaimOutcome] = loop.create_future()
+
+        def on_decided(outcome: ClaimOutcome) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(_resolve, decided, outcome)
+
+        committed = asyncio.ensure_future(
+            self._journal(
+                self._ctx.journal.claim, payment, spendable=balance, on_decided=on_decided
+            )
+        )
+        await asyncio.wait((decided, committed), return_when=asyncio.FIRST_COMPLETED)
+        if decided.done():
+            return decided.result(), committed
+        return committed.result(), committed  # failed before deciding: raises its error
 
     async def _refuse(
         self,

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_RESPONSE_HEAD_BYTES",
     "ASGIApp",
     "HttpServer",
+    "Message",
     "Receive",
     "Scope",
     "Send",

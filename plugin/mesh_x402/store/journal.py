@@ -3,7 +3,8 @@
 mesh-llm SIGKILLs a plugin that fails a health check, so a payment the gate
 accepted must be on disk before the response that depends on it starts.
 With `synchronous=FULL` a WAL commit is fsynced: about 0.3 ms per commit on
-the development machines, cheap enough to do once per paid request.
+the development machines. `claim` tells its outcome before that fsync
+(`on_decided`), so the gate's request and the commit run side by side.
 
 Replay safety is one atomic statement: `claim` inserts the payment keyed by
 (payer, nonce) with `ON CONFLICT DO NOTHING`, and the same statement checks
@@ -396,7 +397,13 @@ class Journal:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def claim(self, payment: NewPayment, *, spendable: int | None) -> ClaimOutcome:
+    def claim(
+        self,
+        payment: NewPayment,
+        *,
+        spendable: int | None,
+        on_decided: Callable[[ClaimOutcome], None] | None = None,
+    ) -> ClaimOutcome:
         """Journal a verified payment as `accepted`, atomically, once per (payer, nonce).
 
         Args:
@@ -404,6 +411,15 @@ class Journal:
             spendable: the payer's cached balance; the claim fails with
                 INSUFFICIENT unless the payer's open payments plus this one fit
                 it. None skips the check (no balance known and none required).
+            on_decided: called with the outcome as soon as it is known, inside
+                the write transaction and before its commit's fsync. The caller
+                may start work that depends on it (the gate forwards the
+                request) while the commit reaches the disk, but must tell nobody
+                until this method returns: if the commit fails, it raises and
+                the claim never happened; if `on_decided` raises, the claim is
+                rolled back and its error propagates. No other claim can
+                interleave: the transaction holds the write lock from decision
+                to commit.
 
         Returns:
             ACCEPTED when this call journalled it (and it is on disk), REPLAYED
@@ -430,20 +446,24 @@ class Journal:
             "now": self._clock(),
             "spendable": None if spendable is None else min(spendable, _MAX_SQL_INT),
         }
-        with self._lock:
-            if self._db.execute(_CLAIM_SQL, params).rowcount == 1:
-                return ClaimOutcome.ACCEPTED
-            # Rows are never deleted, so this after-the-fact read cannot race
-            # into a wrong answer: if the key exists now, the claim was a replay.
-            key = (params["payer"], params["nonce"])
-            exists = self._db.execute(
-                "SELECT 1 FROM payments WHERE payer = ? AND nonce = ?", key
-            ).fetchone()
-            reserved = self._db.execute(
-                "SELECT 1 FROM nonce_reservations WHERE payer = ? AND nonce = ?", key
-            ).fetchone()
-        if exists:
+        with self.transaction() as db:
+            outcome = self._claim_outcome(db, params)
+            if on_decided is not None:
+                on_decided(outcome)
+        return outcome
+
+    @staticmethod
+    def _claim_outcome(db: sqlite3.Connection, params: dict[str, object]) -> ClaimOutcome:
+        if db.execute(_CLAIM_SQL, params).rowcount == 1:
+            return ClaimOutcome.ACCEPTED
+        # Rows are never deleted, so this after-the-fact read cannot race
+        # into a wrong answer: if the key exists now, the claim was a replay.
+        key = (params["payer"], params["nonce"])
+        if db.execute("SELECT 1 FROM payments WHERE payer = ? AND nonce = ?", key).fetchone():
             return ClaimOutcome.REPLAYED
+        reserved = db.execute(
+            "SELECT 1 FROM nonce_reservations WHERE payer = ? AND nonce = ?", key
+        ).fetchone()
         return ClaimOutcome.RESERVED if reserved else ClaimOutcome.INSUFFICIENT
 
     def _move(

@@ -10,25 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
-from mesh_x402.config import NodeConfig, UpstreamConfig
 from mesh_x402.core.payer import encode_header, sign_payment
-from mesh_x402.core.ports import TokenDomain
 from mesh_x402.core.requirements import build_requirements
 from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
-from mesh_x402.http.app import GateApp, GateContext, build_app
-from mesh_x402.http.upstream import UpstreamClient
+from mesh_x402.http.app import GateApp
 from mesh_x402.store.journal import Journal, PaymentState
 from mesh_x402.store.receipts import ReceiptStore
-
-TOKEN = TokenDomain("USD Coin", "2", 31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
-PAY_TO = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
-PAYER = Account.from_key("0x" + "11" * 32)
-
-
-class RichPayers:
-    def cached_balance(self, payer: str) -> int | None:
-        return 10**12
+from paywall_kit import PAY_TO, PAYER, TOKEN, paywall_app
 
 
 class Issuer:
@@ -63,19 +51,7 @@ def upstream() -> Iterator[FakeUpstream]:
 async def gate(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[tuple[GateApp, Issuer]]:
     journal = Journal.in_state_dir(tmp_path / "state")
     issuer = Issuer(journal, upstream)
-    app = build_app(
-        GateContext(
-            config=NodeConfig(
-                path=tmp_path / "node.toml", upstream=UpstreamConfig(url=upstream.url)
-            ),
-            journal=journal,
-            token=TOKEN,
-            pay_to=PAY_TO,
-            balances=RichPayers(),
-            upstream=UpstreamClient(upstream.url, timeout=10.0),
-            receipts=issuer,
-        )
-    )
+    app = paywall_app(tmp_path, journal, upstream, receipts=issuer)
     yield app, issuer
     await app.aclose()
 

@@ -91,6 +91,39 @@ class TestClaim:
         assert outcomes.count(ClaimOutcome.REPLAYED) == 99
         journal.close()
 
+    def test_outcome_is_told_before_the_commit(self, journal: Journal) -> None:
+        """`on_decided` hears the outcome while the claim is not yet visible to another
+        connection (not committed), and the claim is committed when `claim` returns."""
+        seen: list[tuple[ClaimOutcome, int]] = []
+        other = sqlite3.connect(journal.path)
+
+        def committed_rows() -> int:
+            return int(other.execute("SELECT COUNT(*) FROM payments").fetchone()[0])
+
+        def on_decided(outcome: ClaimOutcome) -> None:
+            seen.append((outcome, committed_rows()))
+
+        assert journal.claim(make_new_payment(), spendable=None, on_decided=on_decided) is (
+            ClaimOutcome.ACCEPTED
+        )
+        assert seen == [(ClaimOutcome.ACCEPTED, 0)]
+        assert committed_rows() == 1
+        again = make_new_payment(receipt_id="other")
+        journal.claim(again, spendable=None, on_decided=on_decided)
+        assert seen[1] == (ClaimOutcome.REPLAYED, 1)
+        other.close()
+
+    def test_a_failing_listener_undoes_the_claim(self, journal: Journal) -> None:
+        """If `on_decided` raises (the request is gone), nothing is journalled."""
+
+        def on_decided(outcome: ClaimOutcome) -> None:
+            raise RuntimeError("event loop is closed")
+
+        with pytest.raises(RuntimeError, match="closed"):
+            journal.claim(make_new_payment(), spendable=None, on_decided=on_decided)
+        assert journal.get("r0") is None
+        assert journal.claim(make_new_payment(), spendable=None) is ClaimOutcome.ACCEPTED
+
     def test_values_beyond_sqlite_are_refused(self, journal: Journal) -> None:
         """An amount SQLite cannot hold is an error before any write."""
         with pytest.raises(ValueError, match="too large"):
