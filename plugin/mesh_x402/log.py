@@ -9,6 +9,7 @@ passed, so a careless call site cannot leak one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -47,10 +48,16 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """Replace the value of every secret-looking field with a marker."""
     for key in list(event_dict):
-        lowered = key.lower()
-        if any(marker in lowered for marker in _SECRET_MARKERS):
+        if _is_secret(key):
             event_dict[key] = REDACTED
     return event_dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    # Cached: a process logs a few dozen distinct keys, each checked on every line.
+    lowered = key.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
