@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {Ecdsa} from "./lib/Ecdsa.sol";
-
 /// @notice The EIP-3009 token surface MeshSettlement uses (USDC FiatTokenV2).
 interface IEip3009Token {
     function transferWithAuthorization(
@@ -17,9 +15,7 @@ interface IEip3009Token {
         bytes32 s
     ) external;
     function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
-    function balanceOf(address account) external view returns (uint256);
     function transfer(address to, uint256 value) external returns (bool);
-    function DOMAIN_SEPARATOR() external view returns (bytes32);
 }
 
 /// @notice The ERC-8004 identity registry surface MeshSettlement uses.
@@ -35,7 +31,9 @@ interface IAgentRegistry {
 ///         agents that served the request and refunds the payer the unused part. Credited
 ///         balances are withdrawn to each agent's ERC-8004 agentWallet.
 ///         Items are independent: a bad item gets a status code and is skipped, it never
-///         reverts the batch. See contracts/README.md for the rules and their reasons.
+///         reverts the batch. Exactly-once rests on the token's EIP-3009 nonce: an
+///         authorization can be pulled at most once, and nothing but a successful pull is
+///         credited. See contracts/README.md for the rules and their reasons.
 contract MeshSettlement {
     struct Credit {
         uint256 agentId;
@@ -64,15 +62,14 @@ contract MeshSettlement {
 
     // Per-item status codes, returned by settle and emitted by ItemRejected.
     uint8 public constant SETTLED = 0;
-    uint8 public constant ALREADY_SETTLED = 1;
+    /// @dev The token's nonce is already used or canceled: settled here before, executed
+    ///      by someone else, or canceled by the payer (PaymentSettled logs tell them apart).
+    uint8 public constant NONCE_USED = 1;
     uint8 public constant BAD_SPLIT = 2;
     uint8 public constant UNKNOWN_AGENT = 3;
     uint8 public constant NOT_ENTRY_SIGNER = 4;
     uint8 public constant AUTHORIZATION_FAILED = 5;
-    uint8 public constant NOT_FUNDED = 6;
 
-    bytes32 private constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH =
-        0x7c7c6cdb67a18743f49ec6fa9b35f50d52ed05cbed4cc592e13b44501c1a2267;
     string private constant SIGNER_KEY = "mesh-llm.signer";
 
     IEip3009Token public immutable token;
@@ -82,14 +79,16 @@ contract MeshSettlement {
     mapping(uint256 => uint256) public balanceOf;
     /// @notice Sum of balanceOf over all agents: token.balanceOf(this) above it is surplus.
     uint256 public liabilities;
-    mapping(address => mapping(bytes32 => bool)) private _settled;
     bool private transient _locked;
 
-    /// @notice One settled payment: who was credited what, and the payer's refund. The
-    ///         authorization's nonce is not repeated: the token's AuthorizationUsed event
-    ///         carries it (in this transaction, or in a front-runner's for a payment executed
-    ///         by someone else first).
-    event PaymentSettled(bytes32 indexed receiptHash, address indexed payer, uint256 refund, Credit[] credits);
+    /// @notice One settled payment: the authorization (payer, nonce) this contract pulled,
+    ///         who was credited what, and the payer's refund. The nonce is the proof that
+    ///         this contract settled the authorization (nothing else records it here): a
+    ///         log found by receiptHash counts only if its payer and nonce are the
+    ///         receipt's, as settle does not bind receiptHash to the authorization.
+    event PaymentSettled(
+        bytes32 indexed receiptHash, address indexed payer, bytes32 nonce, uint256 refund, Credit[] credits
+    );
     event ItemRejected(uint256 indexed index, bytes32 indexed receiptHash, uint8 status);
     event Withdrawn(uint256 indexed agentId, address indexed wallet, uint256 amount);
 
@@ -102,6 +101,7 @@ contract MeshSettlement {
 
     // Byte offsets of an Item's fields in its ABI encoding (calldata). The Payment struct is
     // static, so it sits inline at the start; `credits` is an offset from the item's start.
+    // VALID_AFTER .. SIG_S are not read one by one: _pull copies value .. s in one go.
     uint256 private constant FROM = 0x00;
     uint256 private constant VALUE = 0x20;
     uint256 private constant VALID_AFTER = 0x40;
@@ -126,8 +126,6 @@ contract MeshSettlement {
         uint256 entries;
         uint256 refundTable; // (payer, pending refund); consecutive items of a payer share one
         uint256 payees;
-        uint256 owed; // liabilities + credits and refunds booked in this batch
-        bytes32 domainSeparator; // the token's, read once when first needed
     }
 
     modifier nonReentrant() {
@@ -142,11 +140,6 @@ contract MeshSettlement {
         if (identityRegistry_.code.length == 0) revert NoCode(identityRegistry_);
         token = IEip3009Token(token_);
         identityRegistry = IAgentRegistry(identityRegistry_);
-    }
-
-    /// @notice True once the authorization (from, nonce) was credited by this contract.
-    function paymentStatus(address from, bytes32 nonce) external view returns (bool settled) {
-        return _load(_markerSlot(from, nonce)) != 0;
     }
 
     /// @notice Settle a batch of x402 payments; one status per item (0 = SETTLED).
@@ -193,10 +186,6 @@ contract MeshSettlement {
         uint256 fromWord = _word(item, FROM);
         // A dirty address or v would make the token's own decoder revert; say so up front.
         if (fromWord >> 160 != 0 || _word(item, SIG_V) >> 8 != 0) return AUTHORIZATION_FAILED;
-        address from = address(uint160(fromWord));
-        bytes32 nonce = bytes32(_word(item, NONCE));
-        uint256 marker = _markerSlot(from, nonce);
-        if (_load(marker) != 0) return ALREADY_SETTLED;
 
         status = _checkEntry(_word(item, ENTRY), b);
         if (status != SETTLED) return status;
@@ -206,21 +195,13 @@ contract MeshSettlement {
         status = _checkCredits(credits, count, value, refund, b);
         if (status != SETTLED) return status;
 
-        // Effects before the token call: the marker is what makes a second credit impossible.
-        _store(marker, 1);
-        if (!_pull(item)) {
-            status = _checkPreExecuted(item, from, nonce, value, b);
-            if (status != SETTLED) {
-                _store(marker, 0);
-                return status;
-            }
-        }
+        // The pull is the only way to a credit, and the token executes (from, nonce) at most
+        // once: a second settle of this authorization, in this batch or a later one, fails
+        // here with nothing moved. Nothing is booked before it succeeds.
+        address from = address(uint160(fromWord));
+        if (!_pull(item)) return _refusal(from, bytes32(_word(item, NONCE)));
         _bookCredits(credits, count, b);
         if (refund != 0) _bookRefund(from, refund, b);
-        unchecked {
-            // Bounded by tokens that really arrived: value was pulled or found as surplus.
-            b.owed += value;
-        }
         _emitSettled(item, from, refund, credits, count);
     }
 
@@ -266,37 +247,12 @@ contract MeshSettlement {
         }
     }
 
-    /// @dev The authorization could not be executed. It may still be credited if someone
-    ///      else executed it on the token (the nonce is used), it is this payer's signature
-    ///      of a transfer to us, and the contract really holds that much unaccounted money:
-    ///      a used nonce alone proves nothing, as the payer may have signed another
-    ///      authorization (other payee, other value) with the same nonce, or canceled it.
-    function _checkPreExecuted(uint256 item, address from, bytes32 nonce, uint256 value, Batch memory b)
-        private
-        view
-        returns (uint8)
-    {
-        if (!token.authorizationState(from, nonce)) return AUTHORIZATION_FAILED;
-        if (b.domainSeparator == bytes32(0)) b.domainSeparator = token.DOMAIN_SEPARATOR();
-        bytes32 structHash = keccak256(
-            abi.encode(
-                TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-                from,
-                address(this),
-                value,
-                _word(item, VALID_AFTER),
-                _word(item, VALID_BEFORE),
-                nonce
-            )
-        );
-        bytes32 digest = keccak256(abi.encodePacked(hex"1901", b.domainSeparator, structHash));
-        (address signer, Ecdsa.Error err) = Ecdsa.tryRecover(
-            digest, uint8(_word(item, SIG_V)), bytes32(_word(item, SIG_R)), bytes32(_word(item, SIG_S))
-        );
-        if (err != Ecdsa.Error.None || signer != from) return AUTHORIZATION_FAILED;
-        uint256 held = token.balanceOf(address(this));
-        if (held < b.owed || held - b.owed < value) return NOT_FUNDED;
-        return SETTLED;
+    /// @dev Why the token refused the pull. Only read after a refusal, so settled items pay
+    ///      nothing for it. A used nonce is never credited, even if someone else executed
+    ///      the authorization and its money sits here: that payment would look exactly like
+    ///      one this contract already credited (see contracts/README.md, front-running).
+    function _refusal(address from, bytes32 nonce) private view returns (uint8) {
+        return token.authorizationState(from, nonce) ? NONCE_USED : AUTHORIZATION_FAILED;
     }
 
     /// @dev Add the item's credits to the pending ones of their agents, at the table
@@ -338,17 +294,19 @@ contract MeshSettlement {
         }
     }
 
-    /// @dev PaymentSettled(receiptHash, payer, refund, credits), the credits copied from calldata.
+    /// @dev PaymentSettled(receiptHash, payer, nonce, refund, credits), the nonce and the
+    ///      credits copied from calldata.
     function _emitSettled(uint256 item, address from, uint256 refund, uint256 credits, uint256 count) private {
         bytes32 topic = PaymentSettled.selector;
         assembly ("memory-safe") {
             let m := mload(0x40)
-            mstore(m, refund)
-            mstore(add(m, 0x20), 0x40) // offset of the credits array
-            mstore(add(m, 0x40), count)
+            mstore(m, calldataload(add(item, NONCE)))
+            mstore(add(m, 0x20), refund)
+            mstore(add(m, 0x40), 0x60) // offset of the credits array
+            mstore(add(m, 0x60), count)
             let size := shl(6, count)
-            calldatacopy(add(m, 0x60), credits, size)
-            log3(m, add(0x60, size), topic, calldataload(add(item, RECEIPT)), from)
+            calldatacopy(add(m, 0x80), credits, size)
+            log3(m, add(0x80, size), topic, calldataload(add(item, RECEIPT)), from)
         }
     }
 
@@ -379,7 +337,7 @@ contract MeshSettlement {
 
     // ---------------------------------------------------------------- per-batch caches
 
-    function _newBatch(Item[] calldata items) private view returns (Batch memory b) {
+    function _newBatch(Item[] calldata items) private pure returns (Batch memory b) {
         uint256 n = items.length;
         uint256 creditCount;
         uint256 widest;
@@ -399,7 +357,6 @@ contract MeshSettlement {
         b.creditRow = _allocPairs(widest); // one word per credit would do; pairs keep one allocator
         b.entryTable = _allocPairs(n);
         b.refundTable = _allocPairs(n);
-        b.owed = liabilities;
     }
 
     function _allocPairs(uint256 pairs) private pure returns (uint256 table) {
@@ -490,30 +447,6 @@ contract MeshSettlement {
         for (uint256 entry = b.refundTable; entry < end; entry += 0x40) {
             (uint256 payer, uint256 amount) = _pair(entry);
             _pay(address(uint160(payer)), amount);
-        }
-    }
-
-    /// @dev Storage slot of _settled[from][nonce], computed once per item (Solidity would
-    ///      hash the two mapping keys again for every read and write).
-    function _markerSlot(address from, bytes32 nonce) private pure returns (uint256 slot) {
-        assembly ("memory-safe") {
-            mstore(0x00, from)
-            mstore(0x20, _settled.slot)
-            mstore(0x20, keccak256(0x00, 0x40))
-            mstore(0x00, nonce)
-            slot := keccak256(0x00, 0x40)
-        }
-    }
-
-    function _load(uint256 slot) private view returns (uint256 value) {
-        assembly ("memory-safe") {
-            value := sload(slot)
-        }
-    }
-
-    function _store(uint256 slot, uint256 value) private {
-        assembly ("memory-safe") {
-            sstore(slot, value)
         }
     }
 

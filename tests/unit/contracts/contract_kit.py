@@ -28,8 +28,8 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-SETTLED, ALREADY_SETTLED, BAD_SPLIT, UNKNOWN_AGENT = 0, 1, 2, 3
-NOT_ENTRY_SIGNER, AUTHORIZATION_FAILED, NOT_FUNDED = 4, 5, 6
+SETTLED, NONCE_USED, BAD_SPLIT, UNKNOWN_AGENT = 0, 1, 2, 3
+NOT_ENTRY_SIGNER, AUTHORIZATION_FAILED = 4, 5
 
 TOKEN_NAME, TOKEN_VERSION = "USD Coin", "2"
 FAR_FUTURE = 2**40

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 from contract_kit import (
-    ALREADY_SETTLED,
     AUTHORIZATION_FAILED,
     BAD_SPLIT,
+    NONCE_USED,
     NOT_ENTRY_SIGNER,
-    NOT_FUNDED,
     SETTLED,
     UNKNOWN_AGENT,
     Chain,
@@ -58,6 +57,27 @@ class World:
     def credited(self, agent_id: int) -> int:
         return int(self.chain.settlement.functions.balanceOf(agent_id).call())
 
+    def nonce_used(self, payment: tuple) -> bool:
+        return bool(self.chain.token.functions.authorizationState(payment[0], payment[4]).call())
+
+    def surplus(self) -> int:
+        """What the contract holds beyond what it owes the agents."""
+        liabilities = int(self.chain.settlement.functions.liabilities().call())
+        return self.token_balance(self.chain.settlement.address) - liabilities
+
+    def cancel_on_token(self, payment: tuple) -> None:
+        """The payer cancels its authorization's nonce on the token."""
+        chain = self.chain
+        cancel = sign_cancel(chain, self.payer, payment[4])
+        call = chain.token.functions.cancelAuthorization(
+            self.payer.address,
+            payment[4],
+            cancel.v,
+            cancel.r.to_bytes(32, "big"),
+            cancel.s.to_bytes(32, "big"),
+        )
+        chain.transact(call, self.stranger)
+
     def execute_on_token(self, payment: tuple, submitter: str) -> None:
         """Someone other than the settlement contract executes the authorization first."""
         from_, value, after, before, nonce, v, r, s = payment
@@ -80,7 +100,7 @@ def world(chain: Chain) -> World:
 
 class TestSettle:
     def test_split_and_refund(self, world: World) -> None:
-        """A settled payment credits each agent, refunds the payer, and records the marker."""
+        """A settled payment credits each agent, refunds the payer, and uses the token nonce."""
         payment = make_payment(world.chain, world.payer, value=1_000)
         item = make_item(payment, world.entry, [(world.entry, 600), (world.other, 300)], refund=100)
 
@@ -92,7 +112,7 @@ class TestSettle:
         assert world.token_balance(world.payer.address) == 1_000_000 - 900
         assert world.token_balance(world.chain.settlement.address) == 900
         assert world.chain.settlement.functions.liabilities().call() == 900
-        assert world.chain.settlement.functions.paymentStatus(payment[0], payment[4]).call()
+        assert world.nonce_used(payment)
 
     def test_agent_id_zero_is_a_real_agent(self, world: World) -> None:
         """Ids start at 0, and agent 0 is credited like any other."""
@@ -102,8 +122,10 @@ class TestSettle:
         assert statuses == [SETTLED]
         assert world.credited(0) == 1_000
 
-    def test_event_carries_receipt_hash_credits_and_refund(self, world: World) -> None:
-        """An indexer finds credits and the refund by receipt hash in one PaymentSettled."""
+    def test_event_carries_receipt_hash_nonce_credits_and_refund(self, world: World) -> None:
+        """One PaymentSettled, found by receipt hash, names the authorization it pulled
+        (payer and nonce: the only on-chain record that this contract settled it), the
+        credits and the refund."""
         receipt_hash = keccak(b"receipt-1")
         payment = make_payment(world.chain, world.payer, value=1_000)
         item = make_item(
@@ -115,6 +137,7 @@ class TestSettle:
         (event,) = world.chain.events(world.chain.settlement, "PaymentSettled", receipt)
         assert event["receiptHash"] == receipt_hash
         assert event["payer"] == world.payer.address
+        assert event["nonce"] == payment[4]
         assert event["refund"] == 100
         assert [tuple(c.values()) for c in event["credits"]] == [
             (world.entry, 700),
@@ -201,7 +224,8 @@ class TestRejectedItems:
         payment = make_payment(world.chain, world.payer, **overrides)
         statuses, _ = world.settle([make_item(payment, world.entry)])
         assert statuses == [AUTHORIZATION_FAILED]
-        assert not world.chain.settlement.functions.paymentStatus(payment[0], payment[4]).call()
+        assert not world.nonce_used(payment)
+        assert world.token_balance(world.payer.address) == 1_000_000
         assert world.credited(world.entry) == 0
 
     def test_bad_signature(self, world: World) -> None:
@@ -258,45 +282,70 @@ class TestRejectedItems:
 
 
 class TestCreditedOnce:
+    """Exactly once rests on the token's nonce: a second pull of an authorization fails."""
+
     def test_same_item_twice_in_one_batch(self, world: World) -> None:
         item = make_item(make_payment(world.chain, world.payer), world.entry)
-        statuses, _ = world.settle([item, item])
-        assert statuses == [SETTLED, ALREADY_SETTLED]
+        statuses, receipt = world.settle([item, item])
+        assert statuses == [SETTLED, NONCE_USED]
         assert world.credited(world.entry) == 1_000
+        assert world.token_balance(world.payer.address) == 1_000_000 - 1_000
+        assert len(world.chain.events(world.chain.settlement, "PaymentSettled", receipt)) == 1
+        (rejected,) = world.chain.events(world.chain.settlement, "ItemRejected", receipt)
+        assert (rejected["index"], rejected["status"]) == (1, NONCE_USED)
 
     def test_same_item_in_a_later_batch(self, world: World) -> None:
-        item = make_item(make_payment(world.chain, world.payer), world.entry)
+        item = make_item(make_payment(world.chain, world.payer), world.entry, refund=100)
         world.settle([item])
-        statuses, _ = world.settle([item])
-        assert statuses == [ALREADY_SETTLED]
-        assert world.credited(world.entry) == 1_000
+        statuses, receipt = world.settle([item])
+        assert statuses == [NONCE_USED]
+        assert world.credited(world.entry) == 900
+        assert world.token_balance(world.payer.address) == 1_000_000 - 900
+        assert world.chain.events(world.chain.settlement, "PaymentSettled", receipt) == []
 
     def test_resplit_of_a_settled_payment_is_refused(self, world: World) -> None:
-        """A second item for the same authorization with another split is still a duplicate."""
+        """A second item for the same authorization with another split is still refused."""
         payment = make_payment(world.chain, world.payer)
         world.settle([make_item(payment, world.entry)])
         statuses, _ = world.settle([make_item(payment, world.entry, [(world.other, 1_000)])])
-        assert statuses == [ALREADY_SETTLED]
+        assert statuses == [NONCE_USED]
         assert world.credited(world.other) == 0
 
-    def test_executed_by_a_third_party_first(self, world: World) -> None:
-        """Funds a front-runner moved into the contract are credited, exactly once."""
+
+class TestExecutedBySomeoneElse:
+    """An authorization executed (or canceled) outside settle is refused, never credited."""
+
+    def test_front_run_authorization_is_refused_and_its_money_left_as_surplus(
+        self, world: World
+    ) -> None:
+        """The money a front-runner moved in stays unaccounted: no agent is credited, the
+        payer gets no refund, and settling it again still credits nothing."""
         payment = make_payment(world.chain, world.payer)
         world.execute_on_token(payment, world.stranger)
         item = make_item(payment, world.entry, [(world.entry, 400), (world.other, 500)], refund=100)
 
-        statuses, _ = world.settle([item])
-        assert statuses == [SETTLED]
-        assert (world.credited(world.entry), world.credited(world.other)) == (400, 500)
-        assert world.token_balance(world.payer.address) == 1_000_000 - 900
+        for _ in range(2):
+            statuses, receipt = world.settle([item])
+            assert statuses == [NONCE_USED]
+            assert world.chain.events(world.chain.settlement, "PaymentSettled", receipt) == []
+            assert (world.credited(world.entry), world.credited(world.other)) == (0, 0)
+            assert world.token_balance(world.payer.address) == 1_000_000 - 1_000
+            assert world.surplus() == 1_000
 
-        statuses, _ = world.settle([item])
-        assert statuses == [ALREADY_SETTLED]
-        assert world.credited(world.entry) == 400
+    def test_canceled_authorization_is_refused(self, world: World) -> None:
+        payment = make_payment(world.chain, world.payer)
+        world.cancel_on_token(payment)
+        statuses, _ = world.settle([make_item(payment, world.entry)])
+        assert statuses == [NONCE_USED]
+        assert world.token_balance(world.payer.address) == 1_000_000
+        assert world.credited(world.entry) == 0
 
-    def test_used_nonce_without_the_money_is_not_credited(self, world: World) -> None:
-        """The payer signs us an authorization but spends its nonce on another payee."""
+    def test_used_nonce_never_draws_on_surplus(self, world: World) -> None:
+        """With a front-runner's money in the contract, neither that payment nor another
+        authorization whose nonce was spent elsewhere (or canceled) can claim it."""
         chain = world.chain
+        front_run = make_payment(chain, world.payer)
+        world.execute_on_token(front_run, world.stranger)
         nonce = b"\x11" * 32
         ours = make_payment(chain, world.payer, nonce=nonce)
         elsewhere = make_authorization(chain, world.payer, to=world.stranger, nonce=nonce)
@@ -310,64 +359,27 @@ class TestCreditedOnce:
             ),
             world.stranger,
         )
-        statuses, _ = world.settle([make_item(ours, world.entry)])
-        assert statuses == [NOT_FUNDED]
+        canceled = make_payment(chain, world.payer)
+        world.cancel_on_token(canceled)
+
+        items = [make_item(p, world.entry) for p in (front_run, ours, canceled)]
+        statuses, _ = world.settle(items)
+
+        assert statuses == [NONCE_USED] * 3
         assert world.credited(world.entry) == 0
-        assert not chain.settlement.functions.paymentStatus(ours[0], nonce).call()
+        assert chain.settlement.functions.liabilities().call() == 0
+        assert world.surplus() == 1_000
 
-    def test_canceled_authorization_is_not_credited(self, world: World) -> None:
-        chain = world.chain
-        payment = make_payment(chain, world.payer)
-        cancel = sign_cancel(chain, world.payer, payment[4])
-        chain.transact(
-            chain.token.functions.cancelAuthorization(
-                world.payer.address,
-                payment[4],
-                cancel.v,
-                cancel.r.to_bytes(32, "big"),
-                cancel.s.to_bytes(32, "big"),
-            ),
-            world.stranger,
-        )
-        statuses, _ = world.settle([make_item(payment, world.entry)])
-        assert statuses == [NOT_FUNDED]
-
-    def test_surplus_pays_only_as_much_as_arrived(self, world: World) -> None:
-        """Two used-nonce claims against one third-party transfer: only one is funded."""
-        chain = world.chain
-        funded = make_payment(chain, world.payer)
-        world.execute_on_token(funded, world.stranger)
-        nonce = b"\x22" * 32
-        unfunded = make_payment(chain, world.payer, nonce=nonce)
-        cancel = sign_cancel(chain, world.payer, nonce)
-        chain.transact(
-            chain.token.functions.cancelAuthorization(
-                world.payer.address,
-                nonce,
-                cancel.v,
-                cancel.r.to_bytes(32, "big"),
-                cancel.s.to_bytes(32, "big"),
-            ),
-            world.stranger,
-        )
-        statuses, _ = world.settle(
-            [make_item(funded, world.entry), make_item(unfunded, world.entry)]
-        )
-        assert statuses == [SETTLED, NOT_FUNDED]
-        assert world.credited(world.entry) == 1_000
-        assert chain.settlement.functions.liabilities().call() == world.token_balance(
-            chain.settlement.address
-        )
-
-    def test_used_nonce_with_a_forged_signature_is_refused(self, world: World) -> None:
-        """A used nonce plus surplus is not enough: the payer's signature must match."""
+    def test_forged_item_for_a_used_nonce_moves_nothing(self, world: World) -> None:
+        """Another signature over a used nonce meets the token's nonce check first."""
         chain = world.chain
         real = make_payment(chain, world.payer)
-        world.execute_on_token(real, world.stranger)
+        world.settle([make_item(real, world.entry)])
         forged = make_payment(chain, world.payer, nonce=real[4], signer=key(9))
-        statuses, _ = world.settle([make_item(forged, world.entry)])
-        assert statuses == [AUTHORIZATION_FAILED]
-        assert world.credited(world.entry) == 0
+        statuses, _ = world.settle([make_item(forged, world.entry, [(world.other, 1_000)])])
+        assert statuses == [NONCE_USED]
+        assert (world.credited(world.entry), world.credited(world.other)) == (1_000, 0)
+        assert world.token_balance(world.payer.address) == 1_000_000 - 1_000
 
 
 class TestWithdraw:
@@ -430,25 +442,15 @@ class TestWithdraw:
         reason = revert_reason(world.chain.settlement.functions.withdraw(999), world.node)
         assert reason == custom_error("ERC721NonexistentToken(uint256)", 999)
 
-    def test_liabilities_track_surplus_after_withdraw(self, world: World) -> None:
-        """After a withdrawal a used-nonce claim still finds no money that is not owed."""
+    def test_withdraw_never_pays_out_surplus(self, world: World) -> None:
+        """A withdrawal pays the agent's credit only; a front-runner's money stays put."""
         chain = world.chain
-        world.settle([make_item(make_payment(chain, world.payer), world.entry)])
-        chain.transact(chain.settlement.functions.withdraw(world.entry), world.node)
-        nonce = b"\x33" * 32
-        claim = make_payment(chain, world.payer, nonce=nonce)
-        cancel = sign_cancel(chain, world.payer, nonce)
-        chain.transact(
-            chain.token.functions.cancelAuthorization(
-                world.payer.address,
-                nonce,
-                cancel.v,
-                cancel.r.to_bytes(32, "big"),
-                cancel.s.to_bytes(32, "big"),
-            ),
-            world.stranger,
-        )
-        assert world.settle([make_item(claim, world.entry)])[0] == [NOT_FUNDED]
+        world.execute_on_token(make_payment(chain, world.payer), world.stranger)
+        world.settle([make_item(make_payment(chain, world.payer, value=300), world.entry)])
+        chain.transact(chain.settlement.functions.withdraw(world.entry), world.stranger)
+        assert world.token_balance(world.node) == 300
+        assert chain.settlement.functions.liabilities().call() == 0
+        assert world.surplus() == 1_000
 
 
 class TestReentrancy:
@@ -492,6 +494,25 @@ class TestDeployment:
         settlement = world.chain.settlement
         assert settlement.functions.token().call() == world.chain.token.address
         assert settlement.functions.identityRegistry().call() == world.chain.registry.address
+
+    def test_status_codes_are_stable(self, world: World) -> None:
+        """Off-chain code and indexers read these numbers; 6 (NOT_FUNDED) is retired."""
+        codes = {
+            "SETTLED": 0,
+            "NONCE_USED": 1,
+            "BAD_SPLIT": 2,
+            "UNKNOWN_AGENT": 3,
+            "NOT_ENTRY_SIGNER": 4,
+            "AUTHORIZATION_FAILED": 5,
+        }
+        views = [
+            entry["name"]
+            for entry in world.chain.settlement.abi
+            if entry.get("type") == "function" and entry["name"].isupper()
+        ]
+        assert sorted(views) == sorted(codes)
+        for name, code in codes.items():
+            assert world.chain.settlement.functions[name]().call() == code
 
     @pytest.mark.parametrize("which", ["token", "registry"])
     def test_constructor_refuses_addresses_without_code(self, world: World, which: str) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contract_kit import (
-    ALREADY_SETTLED,
     AUTHORIZATION_FAILED,
     BAD_SPLIT,
+    NONCE_USED,
     NOT_ENTRY_SIGNER,
     SETTLED,
     UNKNOWN_AGENT,
@@ -72,8 +72,6 @@ def _split(value: int, refund: int, agents: list[int]) -> list[tuple[int, int]]:
 def _expected(spec: Spec, item: tuple, entry_ok: bool, model: Model, payer_address: str) -> int:  # noqa: PLR0911 (one return per rule, in the contract's order)
     payment, _, _, credits, refund = item
     nonce = payment[4]
-    if nonce in model.settled:
-        return ALREADY_SETTLED
     if not entry_ok:
         return NOT_ENTRY_SIGNER
     rest = payment[1] - refund
@@ -87,6 +85,9 @@ def _expected(spec: Spec, item: tuple, entry_ok: bool, model: Model, payer_addre
             return UNKNOWN_AGENT
     if rest != 0:
         return BAD_SPLIT
+    # The token's pull comes last and refuses a nonce it has already executed.
+    if nonce in model.settled:
+        return NONCE_USED
     if spec.fault in ("expired", "bad-sig"):
         return AUTHORIZATION_FAILED
     model.settled.add(nonce)
