@@ -261,8 +261,6 @@ async def test_replays_serve_once_on_one_node_and_across_three(
     for index, node in enumerate(mesh):
         config = node.state.parent / "node.toml"
         await Reconciling(config, node.log.with_name(f"reconcile{index}.log")).once()
-    settlement = SettlementBinding(chain.client, chain.deployment.settlement)
-    assert settlement.payment_status(payer.address, bytes.fromhex(nonce[2:]))
     # Credited once: the agents together hold exactly the one charge, and the payer
     # paid exactly that (the refund of the difference came back).
     assert await asyncio.to_thread(_credited, chain, mesh) == charge
@@ -277,6 +275,12 @@ async def test_replays_serve_once_on_one_node_and_across_three(
     assert found[0] is not None
     assert found[0].state is PaymentState.SETTLED
     assert found[1:] == [None, None]  # the others never took it
+    stored = entry.read(lambda s: s.for_payment(found[0].receipt_id))
+    assert stored is not None
+    settlement = SettlementBinding(chain.client, chain.deployment.settlement)
+    raw_nonce = bytes.fromhex(nonce[2:])
+    settled_in = settlement.settlement_of(stored.receipt_hash, payer.address, raw_nonce)
+    assert settled_in == found[0].transaction
 
     keys = [load_key_file(n.state.parent / "node.key") for n in mesh]
     assert_no_secrets(

@@ -115,14 +115,19 @@ def _check_ledger_against_chain(node: PaidNode, accepted: list[Payment]) -> None
             assert events.get(receipt_hash) == [tx_hash], (rid, events.get(receipt_hash), tx_hash)
         elif hashes[rid] is not None:
             assert hashes[rid] not in events, f"chain settled {rid}, the journal has it {state}"
-        on_chain = world.settlement.payment_status(payer_address, bytes.fromhex(nonce[2:]))
-        used = world.token.authorization_state(payer_address, bytes.fromhex(nonce[2:]))
+        raw_nonce = bytes.fromhex(nonce[2:])
+        on_chain = (
+            None
+            if hashes[rid] is None
+            else world.settlement.settlement_of(hashes[rid], payer_address, raw_nonce)
+        )
+        used = world.token.authorization_state(payer_address, raw_nonce)
         if state == PaymentState.SETTLED.value:
-            assert on_chain, f"journal says settled, chain does not: {nonce}"
+            assert on_chain == tx_hash, f"journal says settled in {tx_hash}, chain {on_chain}"
             assert 0 < charge <= value
             settled_total += charge
         else:
-            assert not on_chain, f"chain credited a payment the journal has as {state}: {nonce}"
+            assert on_chain is None, f"chain credited a payment the journal has as {state}"
             assert not used, f"a {state} authorization was pulled from the payer: {nonce}"
     # Credited once each: the node's balance is exactly the settled charges (solo node),
     # and the contract holds no more than that (refunds went back).

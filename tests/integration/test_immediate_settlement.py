@@ -97,8 +97,14 @@ async def test_sdk_payment_is_settled_before_the_answer(node: PaidNode) -> None:
     assert record.transaction == tx
     assert record.charge is not None
     assert settle["amount"] == str(record.charge)
-    # The contract's PaymentSettled event for this receipt is in that transaction.
-    assert await asyncio.to_thread(world.settlement.settled_in, stored.receipt_hash) == tx
+    # The contract's PaymentSettled event for this receipt's authorization is in that tx.
+    settled_in = await asyncio.to_thread(
+        world.settlement.settlement_of,
+        stored.receipt_hash,
+        record.payer,
+        bytes.fromhex(record.nonce.removeprefix("0x")),
+    )
+    assert settled_in == tx
     assert await asyncio.to_thread(world.token.balance_of, who.address) == 10**9 - record.charge
 
 

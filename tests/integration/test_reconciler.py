@@ -244,6 +244,90 @@ class TestSettle:
         assert report.settled == 1
         assert journal.get(pid).state is PaymentState.SETTLED  # type: ignore[union-attr]
 
+    async def test_authorization_executed_by_someone_else_fails_and_its_money_stays(
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
+    ) -> None:
+        """Someone executes a payment's authorization on the token before this node
+        settles it: the payment fails `authorization_used_or_canceled`, nobody is
+        credited, the money stays in the contract as surplus. A peer's PaymentSettled
+        naming the same receipt hash on its own payment does not make it settled."""
+        world = make_world(anvil, tmp_path / "node", batch_size=10)
+        journal, receipts = ledger(world.state_dir)
+        victim, decoy_payer = payer(15), payer(16)
+        world.fund(victim)
+        world.fund(decoy_payer)
+        front_run, h = world.pay(receipts, journal, victim, value=500, charge=400)
+        good, _ = world.pay(receipts, journal, victim, value=300, charge=300)
+        (stolen,) = [
+            settlement_item(r, world.settlement.address)
+            for r in receipts.settleable(10)
+            if r.payment_id == front_run
+        ]
+        auth, sig = stolen.authorization, stolen.signature
+        world.client.transact(
+            dev_account(7),
+            world.token.contract.functions.transferWithAuthorization(
+                victim.address, auth.to, auth.value, auth.valid_after, auth.valid_before,
+                auth.nonce, sig.v, sig.r, sig.s,
+            ),
+            "front-run",
+        )  # fmt: skip
+        decoy_auth = TransferAuthorization(
+            decoy_payer.address, world.settlement.address, 50, 0, 2**40, os.urandom(32)
+        )
+        decoy_sig = sign_transfer_authorization(
+            bytes(decoy_payer.key), decoy_auth, token_name=world.domain.name,
+            token_version=world.domain.version, chain_id=31337, token=world.token.address,
+        )  # fmt: skip
+        decoy = SettlementItem(
+            decoy_auth, decoy_sig, world.peers[0], h, [Credit(world.peers[0], 50)]
+        )
+        world.settlement.settle(dev_account(8), [decoy])
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.ok, report.error
+        assert report.failed == {"authorization_used_or_canceled": 1}
+        assert report.settled == 1
+        record = journal.get(front_run)
+        assert record is not None
+        assert (record.state, record.reason) == (
+            PaymentState.FAILED,
+            "authorization_used_or_canceled",
+        )
+        assert journal.get(good).state is PaymentState.SETTLED  # type: ignore[union-attr]
+        assert world.settlement.balance_of(world.agent_id) == 300
+        assert world.token.balance_of(victim.address) == FUNDS - 500 - 300
+        held = world.token.balance_of(world.settlement.address)
+        liabilities = world.settlement.contract.functions.liabilities().call()
+        assert held - liabilities == 500
+        assert report.credit is not None
+        assert (report.credit.acknowledged, report.credit.pending) == (300, 0)
+
+    async def test_payment_settled_by_another_process_is_recorded_with_its_transaction(
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
+    ) -> None:
+        """The node's key settled a payment outside this journal (another process):
+        the contract answers NONCE_USED, its PaymentSettled log names the payment's
+        payer and nonce, so the journal records it settled in that transaction, and no
+        gas is spent on it again."""
+        world = make_world(anvil, tmp_path / "node")
+        journal, receipts = ledger(world.state_dir)
+        world.fund(payer(17))
+        pid, _ = world.pay(receipts, journal, payer(17), value=500, charge=450)
+        item = settlement_item(receipts.settleable(10)[0], world.settlement.address)
+        done = world.settlement.settle(world.node, [item])
+
+        report = await _reconciler(world, journal).run_once()
+
+        assert report.ok, report.error
+        assert report.settled == 1
+        assert report.batches == []
+        record = journal.get(pid)
+        assert record is not None
+        assert (record.state, record.transaction) == (PaymentState.SETTLED, done.tx_hash)
+        assert world.settlement.balance_of(world.agent_id) == 450
+
     async def test_shortfall_when_a_peer_settles_less_than_the_acknowledged_receipt(
         self, anvil: Anvil, tmp_path: Path, ledger: Ledger
     ) -> None:

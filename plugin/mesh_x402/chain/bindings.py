@@ -179,12 +179,14 @@ class SettleStatus(IntEnum):
     """Per-item outcome of `MeshSettlement.settle` (contract constants)."""
 
     SETTLED = 0
-    ALREADY_SETTLED = 1
+    NONCE_USED = 1
+    """The token's nonce is used or canceled: settled by this contract before (its
+    `PaymentSettled` logs say so, see `SettlementBinding.settlement_of`), executed by
+    someone else, or canceled by the payer."""
     BAD_SPLIT = 2
     UNKNOWN_AGENT = 3
     NOT_ENTRY_SIGNER = 4
     AUTHORIZATION_FAILED = 5
-    NOT_FUNDED = 6
 
 
 @dataclass(frozen=True)
@@ -281,15 +283,29 @@ class SettlementBinding(_Binding):
         except (DecodingError, ValueError) as exc:
             raise ChainError(f"{what}: unreadable answer: {exc}") from None
 
-    def settled_in(self, receipt_hash: bytes) -> str | None:
-        """The transaction whose `PaymentSettled` carries `receipt_hash`, if any."""
+    def settlement_of(self, receipt_hash: bytes, payer: str, nonce: bytes) -> str | None:
+        """The transaction in which this contract settled the authorization (payer, nonce)
+        under `receipt_hash`, or None.
+
+        The contract keeps no per-payment record: its `PaymentSettled` logs are the
+        record. Only a log whose payer and nonce are the receipt's counts, since
+        `settle` does not bind the receipt hash to the authorization (a node could
+        name someone else's receipt hash on its own payment); a payment is pulled at
+        most once, so at most one log can match.
+        """
+        payer = to_checksum_address(payer)
         logs = self.client.run(
             "eth_getLogs PaymentSettled",
             lambda: self.contract.events.PaymentSettled().get_logs(
-                from_block=0, argument_filters={"receiptHash": receipt_hash}
+                from_block=0, argument_filters={"receiptHash": receipt_hash, "payer": payer}
             ),
         )
-        return logs[0]["transactionHash"].to_0x_hex() if logs else None
+        for log in logs:
+            args = log["args"]
+            # The RPC filtered on the topics already; checked again as it costs nothing.
+            if to_checksum_address(args["payer"]) == payer and bytes(args["nonce"]) == nonce:
+                return str(log["transactionHash"].to_0x_hex())
+        return None
 
     def withdrawn(self, agent_id: int) -> int:
         """Everything ever withdrawn for `agent_id` (the sum of its `Withdrawn` events)."""
@@ -314,14 +330,6 @@ class SettlementBinding(_Binding):
     def balance_of(self, agent_id: int) -> int:
         """Credited to `agent_id` and not yet withdrawn."""
         return int(self._call("settlement balanceOf", "balanceOf", agent_id))
-
-    def payment_status(self, payer: str, nonce: bytes) -> bool:
-        """True once the authorization (payer, nonce) was credited."""
-        return bool(
-            self._call(
-                "settlement paymentStatus", "paymentStatus", to_checksum_address(payer), nonce
-            )
-        )
 
     def token(self) -> str:
         return to_checksum_address(self._call("settlement token()", "token"))

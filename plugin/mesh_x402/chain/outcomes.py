@@ -4,8 +4,14 @@
 The reconciler turns each into one of three outcomes, from a table, with a
 stable snake_case reason for the journal:
 
-- SETTLED, ALREADY_SETTLED -> settled: the money is credited, once (the
-  contract's per-authorization marker).
+- SETTLED -> settled: the money is pulled and credited; the token's nonce
+  makes it the only time.
+- NONCE_USED -> settled if this contract's `PaymentSettled` logs show it
+  settled this (payer, nonce) under the receipt's hash (an earlier
+  transaction, or this one for a duplicate); else failed
+  `authorization_used_or_canceled`: someone else executed the authorization
+  (its money sits in the contract as surplus nobody can credit) or the payer
+  canceled it. Final either way: a nonce is never unused again.
 - BAD_SPLIT -> failed `bad_split`: the receipt's figures do not add up, and
   sending the same item again cannot change that.
 - UNKNOWN_AGENT -> failed `unknown_agent`: a credited agentId is not in the
@@ -14,19 +20,16 @@ stable snake_case reason for the journal:
   registration is incomplete (signer metadata or wallet); the operator can
   fix it while the authorization is valid, and each retry is an `eth_call`
   preview that costs no gas.
-- AUTHORIZATION_FAILED -> see below: the token refused the transfer.
-- NOT_FUNDED -> failed `not_funded`: the nonce was used for something else
-  and the money never came. It is not transient: surplus in the contract is
-  taken once, by whichever claim settles first, so a later try finds the
-  same shortfall.
+- AUTHORIZATION_FAILED -> see below: the token refused the transfer for
+  another reason than its nonce.
 
 AUTHORIZATION_FAILED is split by what the chain shows now: past
 `validBefore` is `authorization_expired`; before `validAfter` is a retry
-(`authorization_not_yet_valid`: it will become valid); a nonce already used
-or canceled is `authorization_used_or_canceled`; a payer holding less than
-the value is `payer_insufficient_funds` (final, as DESIGN.md asks: the edge
-accepted it against a balance the payer then moved); anything else is a bad
-signature, `authorization_failed`.
+(`authorization_not_yet_valid`: it will become valid); a nonce used or
+canceled since the contract answered is `authorization_used_or_canceled`; a
+payer holding less than the value is `payer_insufficient_funds` (final, as
+DESIGN.md asks: the edge accepted it against a balance the payer then
+moved); anything else is a bad signature, `authorization_failed`.
 
 Any retry turns into `authorization_expired` once the window has passed:
 nothing is retried forever.
@@ -69,6 +72,9 @@ class AuthorizationFacts:
         value: the authorized value.
         payer_balance: the payer's token balance, if read.
         nonce_used: the token's `authorizationState(from, nonce)`, if read.
+        settlement_tx: the transaction whose `PaymentSettled` log shows the
+            settlement contract settled this (payer, nonce) under the receipt's
+            hash, if the logs were read and hold one.
     """
 
     now: int
@@ -77,6 +83,7 @@ class AuthorizationFacts:
     value: int
     payer_balance: int | None = None
     nonce_used: bool | None = None
+    settlement_tx: str | None = None
 
     @property
     def expired(self) -> bool:
@@ -88,10 +95,10 @@ class AuthorizationFacts:
 
 
 _SETTLED = Outcome(OutcomeKind.SETTLED, "settled")
+_USED_OR_CANCELED = Outcome(OutcomeKind.FAILED, "authorization_used_or_canceled")
 _FINAL: dict[SettleStatus, str] = {
     SettleStatus.BAD_SPLIT: "bad_split",
     SettleStatus.UNKNOWN_AGENT: "unknown_agent",
-    SettleStatus.NOT_FUNDED: "not_funded",
 }
 
 
@@ -101,7 +108,7 @@ def _authorization(facts: AuthorizationFacts) -> Outcome:
     if facts.not_yet_valid:
         return Outcome(OutcomeKind.RETRY, "authorization_not_yet_valid")
     if facts.nonce_used:
-        return Outcome(OutcomeKind.FAILED, "authorization_used_or_canceled")
+        return _USED_OR_CANCELED
     if facts.payer_balance is not None and facts.payer_balance < facts.value:
         return Outcome(OutcomeKind.FAILED, "payer_insufficient_funds")
     return Outcome(OutcomeKind.FAILED, "authorization_failed")
@@ -109,8 +116,10 @@ def _authorization(facts: AuthorizationFacts) -> Outcome:
 
 def classify(status: SettleStatus, facts: AuthorizationFacts) -> Outcome:
     """The outcome of one item's settle status (the table in the module docstring)."""
-    if status in (SettleStatus.SETTLED, SettleStatus.ALREADY_SETTLED):
+    if status is SettleStatus.SETTLED:
         return _SETTLED
+    if status is SettleStatus.NONCE_USED:
+        return _SETTLED if facts.settlement_tx is not None else _USED_OR_CANCELED
     if status in _FINAL:
         return Outcome(OutcomeKind.FAILED, _FINAL[status])
     if status is SettleStatus.NOT_ENTRY_SIGNER:

@@ -6,9 +6,10 @@ One pass (`Reconciler.run_once`):
    its receipt if mined; else, while the sender's nonce is still unused, the
    SAME signed bytes broadcast again (same nonce, so at most one of them can
    ever be mined); else (the nonce went to another transaction) the
-   contract's `paymentStatus` per item: credited items are settled, the
-   others return to the pool. Nothing new is sent before this is done, so a
-   payment is never in two transactions.
+   contract's `PaymentSettled` logs per item (receipt hash, payer and nonce):
+   settled items are recorded with their transaction, the others return to
+   the pool. Nothing new is sent before this is done, so a payment is never
+   in two transactions.
 2. Take up to `settlement.batch_size` settleable receipts (oldest first) and
    preview the batch with an `eth_call` of `settle` as this node: items the
    contract would reject are classified (`chain/outcomes.py`) without
@@ -34,7 +35,7 @@ import contextlib
 import fcntl
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -516,9 +517,8 @@ class Reconciler:
         facts = self._authorization_facts(entry, status, now)
         outcome = classify(status, facts)
         if outcome.kind is OutcomeKind.SETTLED:
-            if status is SettleStatus.ALREADY_SETTLED:
-                # Credited before, by an earlier transaction: record that one.
-                tx = self._settlement.settled_in(bytes.fromhex(entry.receipt_hash[2:])) or tx
+            # NONCE_USED settles only with the transaction that did it: record that one.
+            tx = facts.settlement_tx or tx
             return ItemResult(entry.payment_id, int(status), PaymentState.SETTLED, None, tx or "")
         if outcome.kind is OutcomeKind.FAILED:
             return ItemResult(
@@ -529,21 +529,29 @@ class Reconciler:
     def _authorization_facts(
         self, entry: BatchEntry, status: SettleStatus, now: int
     ) -> AuthorizationFacts:
+        """The chain facts `classify` needs for `status`, read only when it needs them."""
         payment = self._journal.get(entry.payment_id)
         after, before = (payment.valid_after, payment.valid_before) if payment else (0, 0)
         facts = AuthorizationFacts(
             now=now, valid_after=after, valid_before=before, value=entry.value
         )
-        if status is not SettleStatus.AUTHORIZATION_FAILED:
-            return facts
-        nonce = bytes.fromhex(entry.nonce.removeprefix("0x"))
-        return AuthorizationFacts(
-            now=now,
-            valid_after=after,
-            valid_before=before,
-            value=entry.value,
-            payer_balance=self._token.balance_of(entry.payer),
-            nonce_used=self._token.authorization_state(entry.payer, nonce),
+        if status is SettleStatus.NONCE_USED:
+            return replace(facts, nonce_used=True, settlement_tx=self._settled_by_contract(entry))
+        if status is SettleStatus.AUTHORIZATION_FAILED:
+            nonce = bytes.fromhex(entry.nonce.removeprefix("0x"))
+            return replace(
+                facts,
+                payer_balance=self._token.balance_of(entry.payer),
+                nonce_used=self._token.authorization_state(entry.payer, nonce),
+            )
+        return facts
+
+    def _settled_by_contract(self, entry: BatchEntry) -> str | None:
+        """The transaction that settled `entry`'s authorization under its receipt hash."""
+        return self._settlement.settlement_of(
+            bytes.fromhex(entry.receipt_hash.removeprefix("0x")),
+            entry.payer,
+            bytes.fromhex(entry.nonce.removeprefix("0x")),
         )
 
     def _resolve(self, batch: Batch, report: ReconcileReport, retrying: set[str]) -> None:
@@ -558,15 +566,12 @@ class Reconciler:
         self._confirm(batch, report, retrying)
 
     def _replaced(self, batch: Batch, report: ReconcileReport) -> None:
-        """The batch's nonce went to another transaction: ask the contract per item."""
+        """The batch's nonce went to another transaction: ask the contract's logs per item."""
         results = []
         for entry in batch.entries:
-            nonce = bytes.fromhex(entry.nonce.removeprefix("0x"))
-            if self._settlement.payment_status(entry.payer, nonce):
-                tx = self._settlement.settled_in(bytes.fromhex(entry.receipt_hash[2:]))
-                results.append(
-                    ItemResult(entry.payment_id, None, PaymentState.SETTLED, None, tx or "")
-                )
+            tx = self._settled_by_contract(entry)
+            if tx is not None:
+                results.append(ItemResult(entry.payment_id, None, PaymentState.SETTLED, None, tx))
             else:
                 results.append(ItemResult(entry.payment_id, None, None, "batch_replaced"))
         reason = f"nonce {batch.nonce} of {batch.sender} was used by another transaction"
@@ -660,7 +665,10 @@ class Reconciler:
                 if amount == 0 or not self._acknowledged(stored.payment_id, stored.receipt_hash):
                     continue
                 state = self._settlement_of(
-                    stored.payment_id, stored.receipt.payer, stored.receipt.nonce
+                    stored.payment_id,
+                    stored.receipt_hash,
+                    stored.receipt.payer,
+                    stored.receipt.nonce,
                 )
                 if state is PaymentState.SETTLED:
                     acknowledged += amount
@@ -695,16 +703,18 @@ class Reconciler:
         return any(ack.agent_id == self._agent_id for ack in self._receipts.acks(receipt_hash))
 
     def _settlement_of(
-        self, payment_id: str | None, payer: str, nonce: bytes
+        self, payment_id: str | None, receipt_hash: bytes, payer: str, nonce: bytes
     ) -> PaymentState | None:
         """SETTLED, a final state that will never pay (failed, released), or None (pending).
 
         This node's own payments are known from its journal; a peer's only
-        from the contract, so a peer's failed payment stays pending here.
+        from the contract's `PaymentSettled` logs, so a peer's failed payment
+        stays pending here.
         """
         if payment_id is not None:
             payment = self._journal.get(payment_id)
             if payment is None or payment.state in (PaymentState.ACCEPTED, PaymentState.CHARGEABLE):
                 return None
             return payment.state
-        return PaymentState.SETTLED if self._settlement.payment_status(payer, nonce) else None
+        settled = self._settlement.settlement_of(receipt_hash, payer, nonce)
+        return PaymentState.SETTLED if settled is not None else None

@@ -3,8 +3,9 @@
 Nothing here is assumed from what the run meant to do: each payment is
 looked up in its entry node's journal (state, authorized value, charge,
 tokens) and its receipt store (receipt hash, credits), and then on chain
-(`PaymentSettled` events of the settlement contract, `paymentStatus`, the
-token's `authorizationState`, `Withdrawn` events and balances). The client
+(`PaymentSettled` events of the settlement contract with the payer and nonce
+they settled, the token's `authorizationState`, `Withdrawn` events and
+balances). The client
 side (the SDK's signed authorization, the payment response) is compared
 with both.
 
@@ -13,8 +14,9 @@ Checks (each one line of the report and one key of `invariants`):
     charge_within_authorization            charge <= authorized value, and the journal's
                                            value is the one the client signed
     credits_plus_refund_equal_authorized   per settled payment, on chain
-    every_accepted_payment_settled_once    one PaymentSettled per accepted payment, no
-                                           other, journal `settled` with that transaction
+    every_accepted_payment_settled_once    one PaymentSettled per accepted payment, of its
+                                           authorization (payer, nonce), no other, journal
+                                           `settled` with that transaction
     released_payments_never_executed       a released authorization was never used
     no_payment_left_in_flight              no journal holds an `accepted` payment
     agent_credits_match_chain              per agent: credits in events == withdrawn + balance
@@ -73,6 +75,7 @@ class SettledEvent:
 
     receipt_hash: str
     payer: str
+    nonce: str
     refund: int
     credits: tuple[tuple[int, int], ...]
     tx_hash: str
@@ -130,6 +133,7 @@ def settled_events(settlement: SettlementBinding, from_block: int) -> list[Settl
             SettledEvent(
                 receipt_hash=_hex(args["receiptHash"]),
                 payer=str(args["payer"]).lower(),
+                nonce=_hex(args["nonce"]),
                 refund=int(args["refund"]),
                 credits=credits,
                 tx_hash=log["transactionHash"].to_0x_hex(),
@@ -219,7 +223,6 @@ def audit(
         by_hash=by_hash,
         events=events,
         counts=counts,
-        settlement=settlement,
     )
     problems = [
         f"{p.record.receipt_id} released but its authorization was used"
@@ -314,7 +317,6 @@ def _check_settlement(
     by_hash: dict[str, list[SettledEvent]],
     events: list[SettledEvent],
     counts: Counter[str],
-    settlement: SettlementBinding,
 ) -> None:
     split_problems: list[str] = []
     once_problems: list[str] = []
@@ -344,8 +346,11 @@ def _check_settlement(
                 f"{record.receipt_id}: journal {record.state.value} tx {record.transaction}, "
                 f"chain tx {event.tx_hash}"
             )
-        if not settlement.payment_status(record.payer, bytes.fromhex(record.nonce[2:])):
-            once_problems.append(f"{record.receipt_id}: paymentStatus is false on chain")
+        if (event.payer, event.nonce) != (record.payer.lower(), record.nonce.lower()):
+            once_problems.append(
+                f"{record.receipt_id}: PaymentSettled settled {event.payer}/{event.nonce}, "
+                f"journal authorization {record.payer}/{record.nonce}"
+            )
     strangers = [e.receipt_hash for e in events if e.receipt_hash not in known]
     once_problems += [f"PaymentSettled for unknown receipt {h}" for h in strangers]
     settled_in_journals = counts[PaymentState.SETTLED.value] + counts[PaymentState.FAILED.value]

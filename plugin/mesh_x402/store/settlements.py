@@ -13,8 +13,8 @@ The order the reconciler follows, and why each step is durable first:
 A process killed anywhere in between leaves a batch `sent`. The next run
 resolves those first (see `chain/reconciler.py`): the receipt, or the same
 raw bytes broadcast again under the same nonce, or, when that nonce went to
-another transaction, the contract's `paymentStatus` per item. A payment is
-in at most one unresolved batch, so it is never in two transactions at once.
+another transaction, the contract's `PaymentSettled` logs per item. A payment
+is in at most one unresolved batch, so it is never in two transactions at once.
 
 Batch states::
 

@@ -139,11 +139,38 @@ class TestSettlement:
         assert result.statuses == [SettleStatus.SETTLED, SettleStatus.BAD_SPLIT]
         assert result.tx_hash.startswith("0x")
         assert chain.settlement.balance_of(agent_id) == 900
-        assert chain.settlement.payment_status(funded(5).address, good.authorization.nonce)
 
         again = chain.settlement.settle(chain.owner, [good])
-        assert again.statuses == [SettleStatus.ALREADY_SETTLED]
+        assert again.statuses == [SettleStatus.NONCE_USED]
         assert chain.settlement.balance_of(agent_id) == 900
+
+    def test_settlement_of_is_the_transaction_that_pulled_the_authorization(
+        self, chain: Chain
+    ) -> None:
+        """Found by receipt hash, a PaymentSettled log counts only for its own payer and
+        nonce: another payment settled under the same receipt hash does not count."""
+        agent_id, _ = chain.registry.register(chain.owner, "data:a")
+        ours = chain.item(funded(5), agent_id, 100, 0)
+        other = chain.item(funded(6), agent_id, 100, 0)
+        impostor = SettlementItem(
+            authorization=other.authorization,
+            signature=other.signature,
+            entry_agent_id=agent_id,
+            receipt_hash=ours.receipt_hash,
+            credits=other.credits,
+        )
+        settlement, auth = chain.settlement, ours.authorization
+        assert settlement.settlement_of(ours.receipt_hash, auth.from_, auth.nonce) is None
+
+        tx = chain.settlement.settle(chain.owner, [impostor]).tx_hash
+        assert settlement.settlement_of(ours.receipt_hash, auth.from_, auth.nonce) is None
+        other_auth = other.authorization
+        found = settlement.settlement_of(ours.receipt_hash, other_auth.from_, other_auth.nonce)
+        assert found == tx
+
+        tx = chain.settlement.settle(chain.owner, [ours]).tx_hash
+        assert settlement.settlement_of(ours.receipt_hash, auth.from_.lower(), auth.nonce) == tx
+        assert settlement.settlement_of(ours.receipt_hash, auth.from_, other_auth.nonce) is None
 
     def test_wrong_caller_is_a_status(self, chain: Chain) -> None:
         """Only the entry agent's signer may settle its items."""

@@ -25,11 +25,15 @@ def facts(now: int = 500, **overrides: object) -> AuthorizationFacts:
 TABLE = [
     # status, facts, expected outcome
     (S.SETTLED, facts(), Outcome(SETTLED, "settled")),
-    (S.ALREADY_SETTLED, facts(), Outcome(SETTLED, "settled")),
-    (S.ALREADY_SETTLED, facts(now=5_000), Outcome(SETTLED, "settled")),
+    # NONCE_USED: settled only when this contract's logs show it settled (payer, nonce),
+    # whatever the window; else someone else executed it or the payer canceled it.
+    (S.NONCE_USED, facts(nonce_used=True, settlement_tx="0xabc"), Outcome(SETTLED, "settled")),
+    (S.NONCE_USED, facts(now=5_000, settlement_tx="0xabc"), Outcome(SETTLED, "settled")),
+    (S.NONCE_USED, facts(nonce_used=True), Outcome(FAILED, "authorization_used_or_canceled")),
+    (S.NONCE_USED, facts(now=5_000), Outcome(FAILED, "authorization_used_or_canceled")),
+    (S.NONCE_USED, facts(now=100), Outcome(FAILED, "authorization_used_or_canceled")),
     (S.BAD_SPLIT, facts(), Outcome(FAILED, "bad_split")),
     (S.UNKNOWN_AGENT, facts(), Outcome(FAILED, "unknown_agent")),
-    (S.NOT_FUNDED, facts(), Outcome(FAILED, "not_funded")),
     (S.NOT_ENTRY_SIGNER, facts(), Outcome(RETRY, "not_entry_signer")),
     (S.NOT_ENTRY_SIGNER, facts(now=1000), Outcome(FAILED, "authorization_expired")),
     (S.AUTHORIZATION_FAILED, facts(now=1000), Outcome(FAILED, "authorization_expired")),
