@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 import pytest
 from eth_account import Account
@@ -126,14 +127,8 @@ class TestSettlement:
         """Each item's status comes back in order; bad items do not stop good ones."""
         agent_id, _ = chain.registry.register(chain.owner, "data:a")
         good = chain.item(funded(5), agent_id, 1000, 100)
-        bad_split = chain.item(funded(6), agent_id, 1000, 0)
-        bad_split = SettlementItem(
-            authorization=bad_split.authorization,
-            signature=bad_split.signature,
-            entry_agent_id=agent_id,
-            receipt_hash=bad_split.receipt_hash,
-            credits=[Credit(agent_id, 999)],
-            refund=0,
+        bad_split = replace(
+            chain.item(funded(6), agent_id, 1000, 0), credits=[Credit(agent_id, 999)]
         )
         result = chain.settlement.settle(chain.owner, [good, bad_split])
         assert result.statuses == [SettleStatus.SETTLED, SettleStatus.BAD_SPLIT]
@@ -152,13 +147,7 @@ class TestSettlement:
         agent_id, _ = chain.registry.register(chain.owner, "data:a")
         ours = chain.item(funded(5), agent_id, 100, 0)
         other = chain.item(funded(6), agent_id, 100, 0)
-        impostor = SettlementItem(
-            authorization=other.authorization,
-            signature=other.signature,
-            entry_agent_id=agent_id,
-            receipt_hash=ours.receipt_hash,
-            credits=other.credits,
-        )
+        impostor = replace(other, receipt_hash=ours.receipt_hash)
         settlement, auth = chain.settlement, ours.authorization
         assert settlement.settlement_of(ours.receipt_hash, auth.from_, auth.nonce) is None
 
