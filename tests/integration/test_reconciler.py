@@ -18,11 +18,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
 from mesh_x402.chain.anvil import Anvil, dev_account
-from mesh_x402.chain.bindings import Credit, SettlementItem
+from mesh_x402.chain.bindings import Credit, SettlementBinding, SettlementItem
 from mesh_x402.chain.client import SignedTx
 from mesh_x402.chain.eip712 import TransferAuthorization, sign_transfer_authorization
 from mesh_x402.chain.reconciler import Backoff, Reconciler, settlement_item
@@ -329,11 +330,12 @@ class TestSettle:
         assert world.settlement.balance_of(world.agent_id) == 450
 
     async def test_shortfall_when_a_peer_settles_less_than_the_acknowledged_receipt(
-        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """This node acknowledged a peer's receipt crediting it 300, but the peer
         settled that payment on chain crediting it 100: the report names the 200
-        shortfall. A receipt not yet settled counts as pending, not as missing."""
+        shortfall. A receipt not yet settled counts as pending, not as missing.
+        A later check asks the chain again about the pending receipt only."""
         world = make_world(anvil, tmp_path / "node")
         journal, receipts = ledger(world.state_dir)
         who, peer_key = payer(12), dev_account(8)
@@ -378,7 +380,16 @@ class TestSettle:
         )  # fmt: skip
         world.settlement.settle(peer_key, [cheated])
 
-        report = await _reconciler(world, journal).run_once()
+        asked: list[bytes] = []
+        settlement_of = SettlementBinding.settlement_of
+
+        def counted(binding: SettlementBinding, receipt_hash: bytes, *args: Any) -> str | None:
+            asked.append(receipt_hash)
+            return settlement_of(binding, receipt_hash, *args)
+
+        monkeypatch.setattr(SettlementBinding, "settlement_of", counted)
+        reconciler = _reconciler(world, journal)
+        report = await reconciler.run_once()
 
         assert report.credit is not None
         assert report.credit.on_chain == 100
@@ -386,6 +397,11 @@ class TestSettle:
         assert report.credit.pending == 50
         assert report.credit.shortfall == 200
         assert report.to_json()["credit"]["shortfall"] == "200"
+        assert sorted(asked) == sorted([acked_hash, pending_hash])
+        asked.clear()
+        again = await asyncio.to_thread(reconciler.check_credits)
+        assert again == report.credit
+        assert asked == [pending_hash]
 
 
 class TestCrashRecovery:

@@ -301,6 +301,9 @@ class Reconciler:
         self._on_batch = on_batch
         self._clock = clock
         self._pass_lock = asyncio.Lock()
+        # Peers' receipts already found settled in the contract's logs: settled
+        # stays settled, so each credit check asks the chain about new ones only.
+        self._peer_settled: set[bytes] = set()
 
     @property
     def store(self) -> SettlementStore:
@@ -716,5 +719,9 @@ class Reconciler:
             if payment is None or payment.state in (PaymentState.ACCEPTED, PaymentState.CHARGEABLE):
                 return None
             return payment.state
-        settled = self._settlement.settlement_of(receipt_hash, payer, nonce)
-        return PaymentState.SETTLED if settled is not None else None
+        if receipt_hash in self._peer_settled:
+            return PaymentState.SETTLED
+        if self._settlement.settlement_of(receipt_hash, payer, nonce) is None:
+            return None
+        self._peer_settled.add(receipt_hash)
+        return PaymentState.SETTLED
