@@ -38,8 +38,10 @@ One paid request, in order:
      `PAYMENT-RESPONSE` with `success` false, `amount` "0", `errorReason`
      the x402 reason (`invalid_exact_evm_insufficient_balance`,
      `..._authorization_valid_before`, `..._nonce_already_used`, else
-     `transaction_failed`) and `extra.journalReason` the journal's; the
-     payer is not charged;
+     `transaction_failed`) and `extra.journalReason` the journal's; this
+     node charges nothing (an authorization someone else executed first
+     moved its money anyway, to the settlement contract, which never
+     credits it: contracts/README.md);
    - undecided (RPC unreachable, an item that must wait): the body is
      released as in mode `deferred` (`extra.settlement` "deferred"), since
      the payment stays chargeable and the loop will settle it: a payer is
@@ -686,7 +688,7 @@ class Paywall:
         """402 for a payment whose immediate settlement failed for good: no completion."""
         journal_reason = outcome.reason or "failed"
         reason = _SETTLE_REASONS.get(journal_reason, "transaction_failed")
-        message = f"settlement failed ({journal_reason}); you were not charged"
+        message = f"settlement failed ({journal_reason}); this node charged you nothing"
         _log.info(
             Event.PAYMENT_SETTLE_FAILED, receipt_id=exchange.receipt_id, reason=journal_reason
         )
