@@ -273,10 +273,11 @@ class SettlementBinding(_Binding):
             statuses[int(event["args"]["index"])] = SettleStatus(int(event["args"]["status"]))
         return statuses
 
-    def preview(self, sender: str, items: Sequence[SettlementItem]) -> list[SettleStatus]:
-        """What `settle(items)` sent by `sender` would answer now (an `eth_call`, no gas)."""
-        what = f"preview settle of {len(items)}"
-        data = self.client.call_encoded(self.settle_function(items), what, sender=sender)
+    def preview(self, sender: str, call: EncodedCall) -> list[SettleStatus]:
+        """What the `settle` call (`settle_function`) sent by `sender` would answer now
+        (an `eth_call`, no gas). The caller keeps the encoding to send it afterwards."""
+        what = "preview settle"
+        data = self.client.call_encoded(call, what, sender=sender)
         try:
             (codes,) = decode(["uint8[]"], data)
             return [SettleStatus(int(code)) for code in codes]

@@ -48,7 +48,7 @@ from mesh_x402.chain.bindings import (
     SettleStatus,
     TokenBinding,
 )
-from mesh_x402.chain.client import ChainClient, TransactionReverted
+from mesh_x402.chain.client import ChainClient, EncodedCall, TransactionReverted
 from mesh_x402.chain.eip712 import Signature, TransferAuthorization
 from mesh_x402.chain.outcomes import AuthorizationFacts, OutcomeKind, classify
 from mesh_x402.core.ports import Settlement
@@ -449,15 +449,20 @@ class Reconciler:
         )
         return int(block["timestamp"])
 
-    def _preview(self, items: Sequence[SettlementItem]) -> list[SettleStatus | str]:
-        """The contract's answer for each item now; a reason string for an item
-        whose own call reverts (a batch that reverts is split into singles)."""
+    def _preview(
+        self, items: Sequence[SettlementItem], call: EncodedCall
+    ) -> list[SettleStatus | str]:
+        """The contract's answer for each item of `call` (their encoding) now; a reason
+        string for an item whose own call reverts (a batch that reverts is split into
+        singles)."""
         try:
-            return list(self._settlement.preview(self._account.address, items))
+            return list(self._settlement.preview(self._account.address, call))
         except TransactionReverted as exc:
             if len(items) == 1:
                 return [f"settle_reverted: {exc}"]
-        return [self._preview([item])[0] for item in items]
+        return [
+            self._preview([item], self._settlement.settle_function([item]))[0] for item in items
+        ]
 
     def _settle(
         self, candidates: list[SettleableReceipt], report: ReconcileReport, retrying: set[str]
@@ -478,7 +483,9 @@ class Reconciler:
         candidates = usable
         now = self._chain_now()
         send: list[tuple[SettleableReceipt, SettlementItem]] = []
-        statuses = self._preview(items) if items else []
+        # Encoded once: the same bytes are previewed and, when every item passes, sent.
+        call = self._settlement.settle_function(items) if items else None
+        statuses = self._preview(items, call) if call is not None else []
         for receipt, item, status in zip(candidates, items, statuses, strict=True):
             if isinstance(status, str):
                 unbatched.append(ItemResult(receipt.payment_id, None, PaymentState.FAILED, status))
@@ -497,9 +504,9 @@ class Reconciler:
         if not send:
             return
         what = f"settle {len(send)} payments"
-        signed = self._client.prepare(
-            self._account, self._settlement.settle_function([i for _, i in send]), what
-        )
+        if call is None or len(send) < len(items):
+            call = self._settlement.settle_function([i for _, i in send])
+        signed = self._client.prepare(self._account, call, what)
         try:
             batch_id = self._store.record_sent(
                 signed, [_entry(r) for r, _ in send], now=self._clock()
