@@ -250,6 +250,43 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX batch_items_by_payment ON batch_items (payment_id);
     """,
+    # 4: each payer's open exposure, kept by triggers, so a claim's balance check reads
+    # one row instead of summing every open payment of the payer (which grew with the
+    # payments waiting for the next settlement pass, on the request path).
+    """
+    CREATE TABLE payer_exposure (
+        payer      TEXT PRIMARY KEY,
+        open_value INTEGER NOT NULL CHECK (typeof(open_value) = 'integer' AND open_value >= 0)
+    ) WITHOUT ROWID;
+    INSERT INTO payer_exposure (payer, open_value)
+        SELECT payer, SUM(value) FROM payments
+        WHERE state IN ('accepted', 'chargeable') GROUP BY payer;
+    CREATE TRIGGER payments_opened AFTER INSERT ON payments
+        WHEN NEW.state IN ('accepted', 'chargeable')
+    BEGIN
+        INSERT INTO payer_exposure (payer, open_value) VALUES (NEW.payer, NEW.value)
+            ON CONFLICT (payer) DO UPDATE SET open_value = open_value + excluded.open_value;
+    END;
+    CREATE TRIGGER payments_closed AFTER UPDATE OF state ON payments
+        WHEN OLD.state IN ('accepted', 'chargeable')
+         AND NEW.state NOT IN ('accepted', 'chargeable')
+    BEGIN
+        UPDATE payer_exposure SET open_value = open_value - OLD.value WHERE payer = OLD.payer;
+    END;
+    -- Payer, value and a closed state never change (TRANSITIONS): refuse it, so the
+    -- exposure cannot drift.
+    CREATE TRIGGER payments_frozen BEFORE UPDATE OF payer, value ON payments
+        WHEN NEW.payer IS NOT OLD.payer OR NEW.value IS NOT OLD.value
+    BEGIN
+        SELECT RAISE(ABORT, 'payments: payer and value never change');
+    END;
+    CREATE TRIGGER payments_reopened BEFORE UPDATE OF state ON payments
+        WHEN OLD.state NOT IN ('accepted', 'chargeable')
+         AND NEW.state IN ('accepted', 'chargeable')
+    BEGIN
+        SELECT RAISE(ABORT, 'payments: a closed payment never reopens');
+    END;
+    """,
 )
 
 _COLUMNS: Final = (
@@ -258,22 +295,20 @@ _COLUMNS: Final = (
     "completion_tokens, reason, tx, created_at, updated_at"
 )
 
-_OPEN_SQL: Final = "('accepted', 'chargeable')"
-
 # One statement: insert unless (payer, nonce) exists, and only when the payer's
 # open exposure plus this value fits the spendable limit (NULL: no limit).
-_CLAIM_SQL: Final = f"""
+_CLAIM_SQL: Final = """
 INSERT INTO payments (receipt_id, request_id, payer, nonce, value, valid_after, valid_before,
                       signature, network, asset, pay_to, model, x402_version, state,
                       created_at, updated_at)
 SELECT :receipt_id, :request_id, :payer, :nonce, :value, :valid_after, :valid_before,
        :signature, :network, :asset, :pay_to, :model, :x402_version, 'accepted', :now, :now
 WHERE (:spendable IS NULL
-   OR (SELECT COALESCE(SUM(value), 0) FROM payments
-        WHERE payer = :payer AND state IN {_OPEN_SQL}) + :value <= :spendable)
+   OR COALESCE((SELECT open_value FROM payer_exposure WHERE payer = :payer), 0)
+        + :value <= :spendable)
   AND NOT EXISTS (SELECT 1 FROM nonce_reservations WHERE payer = :payer AND nonce = :nonce)
 ON CONFLICT (payer, nonce) DO NOTHING
-"""  # noqa: S608 - the only interpolation is a constant
+"""
 
 
 def _record(row: tuple[object, ...]) -> PaymentRecord:
@@ -564,8 +599,6 @@ class Journal:
         """Sum of the values of the payer's payments that may still pull its funds."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT COALESCE(SUM(value), 0) FROM payments "  # noqa: S608 - constant
-                f"WHERE payer = ? AND state IN {_OPEN_SQL}",
-                (payer.lower(),),
+                "SELECT open_value FROM payer_exposure WHERE payer = ?", (payer.lower(),)
             ).fetchone()
-        return int(row[0])
+        return 0 if row is None else int(row[0])

@@ -69,6 +69,61 @@ class TestClaim:
         assert journal.claim(make_new_payment(3), spendable=250) is ClaimOutcome.ACCEPTED
         assert journal.find(PAYER, "0x" + f"{3:064x}") is not None
 
+    def test_exposure_follows_every_transition(self, journal: Journal) -> None:
+        """The payer's exposure (kept by triggers, read by each claim) always equals the
+        sum of its open payments, through every transition, per payer."""
+        other = "0x" + "dd" * 20
+
+        def summed(payer: str) -> int:
+            with journal.connection() as db:
+                row = db.execute(
+                    "SELECT COALESCE(SUM(value), 0) FROM payments "
+                    "WHERE payer = ? AND state IN ('accepted', 'chargeable')",
+                    (payer,),
+                ).fetchone()
+            return int(row[0])
+
+        def check() -> None:
+            for payer in (PAYER, other):
+                assert journal.unsettled_exposure(payer) == summed(payer)
+
+        for n, value in enumerate((100, 250, 40, 7)):
+            journal.claim(make_new_payment(n, value=value), spendable=None)
+            check()
+        journal.claim(make_new_payment(9, payer=other, value=33), spendable=None)
+        journal.claim(make_new_payment(0), spendable=None)  # a replay adds nothing
+        check()
+        assert journal.unsettled_exposure(PAYER) == 397
+        journal.mark_released("r0", reason="upstream_error")
+        check()
+        journal.mark_chargeable("r1", charge=200, prompt_tokens=1, completion_tokens=1)
+        check()
+        journal.mark_chargeable("r2", charge=40, prompt_tokens=1, completion_tokens=1)
+        journal.mark_chargeable("r3", charge=7, prompt_tokens=1, completion_tokens=1)
+        _apply(journal, "r1", PaymentState.SETTLED)
+        _apply(journal, "r2", PaymentState.FAILED)
+        check()
+        assert journal.unsettled_exposure(PAYER) == 7
+        assert journal.unsettled_exposure(other) == 33
+        assert journal.release_interrupted() == 1  # other's accepted payment
+        check()
+        assert journal.unsettled_exposure(other) == 0
+
+    def test_payer_value_and_closed_states_are_frozen(self, journal: Journal) -> None:
+        """The exposure cannot drift: a payment's payer and value never change, and a
+        closed payment never reopens (the database refuses it)."""
+        journal.claim(make_new_payment(), spendable=None)
+        journal.mark_released("r0", reason="upstream_error")
+        with journal.connection() as db:
+            for sql in (
+                "UPDATE payments SET value = 1 WHERE receipt_id = 'r0'",
+                "UPDATE payments SET payer = 'x' WHERE receipt_id = 'r0'",
+                "UPDATE payments SET state = 'accepted' WHERE receipt_id = 'r0'",
+            ):
+                with pytest.raises(sqlite3.IntegrityError):
+                    db.execute(sql)
+        assert journal.unsettled_exposure(PAYER) == 0
+
     def test_hundred_concurrent_claims_one_wins(self, tmp_path: Path) -> None:
         """100 threads claiming the same payment: exactly one ACCEPTED."""
         journal = Journal.in_state_dir(tmp_path)
@@ -208,6 +263,35 @@ class TestDurability:
         # Reopening applies nothing twice: the file is at the latest migration.
         assert second.schema_version == len(journal_module._MIGRATIONS)
         second.close()
+
+    def test_exposure_is_built_from_a_journal_written_before_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A journal file from before the exposure table (schema 3) gets each payer's
+        open payments summed into it when opened: a claim still sees them."""
+        monkeypatch.setattr(journal_module, "_MIGRATIONS", journal_module._MIGRATIONS[:3])
+        old = Journal.in_state_dir(tmp_path)
+        assert old.schema_version == 3
+        other = "0x" + "dd" * 20
+        rows = [("r1", PAYER, 100, "accepted"), ("r2", PAYER, 50, "chargeable"),
+                ("r3", PAYER, 900, "settled"), ("r4", other, 70, "released")]  # fmt: skip
+        with old.transaction() as db:
+            for receipt_id, payer, value, state in rows:
+                db.execute(
+                    "INSERT INTO payments (receipt_id, request_id, payer, nonce, value, "
+                    "valid_after, valid_before, signature, network, asset, pay_to, model, "
+                    "x402_version, state, created_at, updated_at) "
+                    "VALUES (?, 'q', ?, ?, ?, 0, 1, '0x', 'n', 'a', 'p', 'm', 2, ?, 0, 0)",
+                    (receipt_id, payer, receipt_id, value, state),
+                )
+        old.close()
+        monkeypatch.undo()
+        new = Journal.in_state_dir(tmp_path)
+        assert new.schema_version == len(journal_module._MIGRATIONS)
+        assert (new.unsettled_exposure(PAYER), new.unsettled_exposure(other)) == (150, 0)
+        assert new.claim(make_new_payment(5, value=60), spendable=200) is ClaimOutcome.INSUFFICIENT
+        assert new.claim(make_new_payment(5, value=50), spendable=200) is ClaimOutcome.ACCEPTED
+        new.close()
 
     def test_interrupted_payments_released_at_start(self, tmp_path: Path) -> None:
         """A process killed mid-request leaves `accepted` rows; the next start releases
