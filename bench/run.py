@@ -144,7 +144,15 @@ class World:
         return stats
 
 
-def _gate_config(folder: Path, port: int, upstream: str, rpc: str, deployment: Deployment) -> Path:
+def _gate_config(
+    folder: Path,
+    port: int,
+    upstream: str,
+    rpc: str,
+    deployment: Deployment,
+    *,
+    settle_interval: float | None,
+) -> Path:
     folder.mkdir(parents=True)
     key = folder / "node.key"
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -158,13 +166,20 @@ def _gate_config(folder: Path, port: int, upstream: str, rpc: str, deployment: D
         f'token = "{deployment.token}"\nsettlement = "{deployment.settlement}"\n'
         f'identity_registry = "{deployment.identity_registry}"\n'
         '[pricing]\nunknown_models = "refuse"\nmax_completion_tokens = 64\n'
-        "[pricing.models.bench]\nbase = 1000\nprompt_per_1k = 500\ncompletion_per_1k = 2000\n",
+        "[pricing.models.bench]\nbase = 1000\nprompt_per_1k = 500\ncompletion_per_1k = 2000\n"
+        + (
+            ""
+            if settle_interval is None
+            else f"[settlement]\ninterval_seconds = {settle_interval}\n"
+        ),
         encoding="utf-8",
     )
     return path
 
 
-def start_world(folder: Path, gate_runner: str, gate_state: Path | None) -> World:
+def start_world(
+    folder: Path, gate_runner: str, gate_state: Path | None, settle_interval: float | None
+) -> World:
     anvil = Anvil().start()
     procs: list[Proc] = []
     try:
@@ -188,7 +203,14 @@ def start_world(folder: Path, gate_runner: str, gate_state: Path | None) -> Worl
         upstream.wait_ready()
         port = free_port()
         gate_folder = Path(tempfile.mkdtemp(prefix="gate-", dir=gate_state or folder))
-        config = _gate_config(gate_folder / "node", port, upstream.url, proxy.url, deployment)
+        config = _gate_config(
+            gate_folder / "node",
+            port,
+            upstream.url,
+            proxy.url,
+            deployment,
+            settle_interval=settle_interval,
+        )
         if gate_runner == "serve":
             argv = [str(Path(PYTHON).parent / "mesh-x402"), "serve", "--config", str(config)]
         else:
@@ -453,7 +475,11 @@ def gate_gas() -> dict[str, Any]:
 
 
 def measure(
-    sizes: Sizes, gate_runner: str, gate_state: Path | None, progress: Callable[[str], None]
+    sizes: Sizes,
+    gate_runner: str,
+    gate_state: Path | None,
+    settle_interval: float | None,
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     # py-evm gas figures need no servers: computed in a child process while the world
@@ -463,7 +489,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="mesh-x402-bench-") as tmp:
         folder = Path(tmp)
         progress("starting anvil, RPC proxy, fake API, gate and reference")
-        world = start_world(folder, gate_runner, gate_state)
+        world = start_world(folder, gate_runner, gate_state, settle_interval)
         try:
             payments = Payments(world)
             asyncio.run(warm_up(world, payments))
@@ -510,6 +536,7 @@ def measure(
     )
     result["meta"]["gate_runner"] = gate_runner
     result["meta"]["gate_state"] = str(gate_state or tempfile.gettempdir())
+    result["meta"]["settle_interval"] = settle_interval
     return result
 
 
@@ -648,6 +675,11 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"mesh-x402 benchmark: {meta['reps']} rep(s), python {meta['python']}, "
         f"{meta['cpus']} cpus, x402 {meta['x402']}, gate run by {meta['gate_runner']}"
+        + (
+            ""
+            if meta.get("settle_interval") is None
+            else f", gate reconciler every {meta['settle_interval']:g} s"
+        )
         + (" (QUICK: smoke figures)" if meta["quick"] else ""),
         f"load average (1 min) at start {meta['load_start']:.2f}, at end {meta['load_end']:.2f} "
         "(other work on this machine skews every figure)",
@@ -745,7 +777,17 @@ def main() -> None:
         help="where the gate's node folder (its SQLite journal) goes; default: the temp "
         "folder. Each paid request commits twice with fsync: this disk's fsync time shows",
     )
+    parser.add_argument(
+        "--settle-interval",
+        metavar="SECONDS",
+        type=float,
+        help="the gate's [settlement] interval_seconds (default: the product's, 10). "
+        "A long one keeps its reconciler idle during the timed phases, which shows what "
+        "settling the previous phases' payments in the background costs the requests",
+    )
     args = parser.parse_args()
+    if args.settle_interval is not None and args.settle_interval <= 0:
+        parser.error("--settle-interval must be above 0")
     reps = args.reps if args.reps is not None else (1 if args.quick else 5)
     if reps < 1:
         parser.error("--reps must be at least 1")
@@ -756,7 +798,7 @@ def main() -> None:
         print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     quiet_logs()  # the reconciliation phase runs in this process: keep its log off the table
-    result = measure(sizes, args.gate, args.gate_state, progress)
+    result = measure(sizes, args.gate, args.gate_state, args.settle_interval, progress)
     result["meta"]["seconds"] = time.monotonic() - started
     print(render(result))
     if args.json is not None:
