@@ -6,10 +6,11 @@ SDK server's own rule that the payload's `accepted` equals the requirements
 recomputed for this request. The reference verifier's chain calls are
 replaced by local state:
 
-- signature: recovered with libsecp256k1 (coincurve through eth-keys' own
-  backend class, so a missing coincurve fails loudly instead of silently
-  falling back to ~5 ms pure Python); EOA signatures only, because EIP-1271
-  and ERC-6492 wallets need a chain call; high-s refused as the token does;
+- signature: recovered with libsecp256k1 through coincurve directly (a
+  missing coincurve fails at import instead of silently falling back to
+  ~5 ms pure Python; eth-keys' wrappers around the same call cost as much
+  again as the recovery itself); EOA signatures only, because EIP-1271 and
+  ERC-6492 wallets need a chain call; high-s refused as the token does;
 - "asset has code": checked once at start, when the token domain is read;
 - the `eth_call` simulation (nonce unused, balance): the journal's atomic
   claim and the payer's cached balance minus its unsettled exposure, which
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
+from coincurve import PublicKey
 from eth_hash.auto import keccak
 from eth_keys.backends.coincurve import CoinCurveECCBackend
-from eth_keys.exceptions import BadSignature
 from eth_keys.main import KeyAPI
 from x402.schemas import PaymentPayload, PaymentRequirements
 
@@ -40,6 +41,7 @@ __all__ = [
     "Reason",
     "VerifiedPayment",
     "VerifyResult",
+    "checksum_address",
     "eip3009_digest",
     "recover_signer",
     "verify_payment",
@@ -154,19 +156,29 @@ def recover_signer(digest: bytes, signature: bytes) -> str | None:
     """
     if len(signature) != 65:
         return None
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
     v = signature[64]
     if v >= 27:
         v -= 27
-    if v not in (0, 1) or s > SECP256K1_HALF_N:
+    if v not in (0, 1) or int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N:
         return None
     try:
-        public_key = KEYS.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest)
-    except (BadSignature, ValueError):
+        # Refuses r or s of zero or not below the curve order, as ecrecover does.
+        public_key = PublicKey.from_signature_and_message(
+            signature[:64] + bytes((v,)), digest, hasher=None
+        )
+    except ValueError:
         return None
-    address: str = public_key.to_checksum_address()
-    return address
+    return checksum_address(keccak(public_key.format(compressed=False)[1:])[12:])
+
+
+def checksum_address(raw: bytes) -> str:
+    """The EIP-55 mixed-case spelling of a 20-byte address."""
+    lower = raw.hex()
+    hashed = int.from_bytes(keccak(lower.encode("ascii")), "big")
+    # Upper-case each letter whose nibble in the hash of the lower-case hex is 8 or more.
+    return "0x" + "".join(
+        char.upper() if (hashed >> (255 - 4 * i)) & 1 else char for i, char in enumerate(lower)
+    )
 
 
 def _refuse(reason: str, payer: str, message: str) -> VerifyResult:

@@ -7,6 +7,9 @@ from typing import Any
 import eth_keys
 import pytest
 from eth_account import Account
+from eth_utils.address import to_checksum_address
+from hypothesis import given
+from hypothesis import strategies as st
 from mesh_x402.core import verify
 from mesh_x402.core.headers import decode_payment_header
 from mesh_x402.core.payer import encode_header, sign_payment
@@ -16,6 +19,7 @@ from mesh_x402.core.verify import (
     SECP256K1_HALF_N,
     Reason,
     VerifyResult,
+    checksum_address,
     eip3009_digest,
     recover_signer,
     verify_payment,
@@ -88,6 +92,27 @@ class TestCrypto:
         assert recover_signer(digest, r + good[32:64] + bytes([29])) is None
         assert recover_signer(digest, good[:64]) is None
         assert recover_signer(digest, r + good[32:64] + bytes([v - 27])) == PAYER.address
+
+    def test_r_outside_the_curve_order_is_refused(self) -> None:
+        """r of zero, or at or above the curve order, recovers nothing (ecrecover's rule)."""
+        digest = bytes(range(32))
+        good = PAYER.unsafe_sign_hash(digest).signature
+        n = 2 * SECP256K1_HALF_N + 1
+        for r in (0, n, 2**256 - 1):
+            assert recover_signer(digest, r.to_bytes(32, "big") + good[32:]) is None
+        assert recover_signer(digest, good[:32] + bytes(32) + good[64:]) is None
+
+    def test_recovers_any_signer(self) -> None:
+        """Recovery agrees with eth-account's for signers and digests it did not see."""
+        for i in range(1, 20):
+            account = Account.from_key(i.to_bytes(32, "big"))
+            digest = bytes([i]) * 32
+            signature = account.unsafe_sign_hash(digest).signature
+            assert recover_signer(digest, signature) == account.address
+
+    @given(st.binary(min_size=20, max_size=20))
+    def test_checksum_spelling_is_eip55(self, raw: bytes) -> None:
+        assert checksum_address(raw) == to_checksum_address(raw)
 
 
 class TestVerify:
