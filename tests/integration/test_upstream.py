@@ -113,6 +113,19 @@ class TestJson:
         assert received.query == b"a=%2F%26&b=x%20y&c=%C3%A9&d=1%0D%0AInjected:%20yes"
         assert "injected" not in received.headers
 
+    async def test_a_header_value_that_would_split_the_head_is_not_forwarded(
+        self, fake: FakeUpstream, client: UpstreamClient
+    ) -> None:
+        headers = {"x-evil": "a\r\nInjected: yes", "x-fine": "b"}
+        async with await client.forward(
+            "POST", "/v1/chat/completions", CHAT, headers, "rid"
+        ) as response:
+            await response.read()
+        received = fake.requests[-1]
+        assert "injected" not in received.headers
+        assert "x-evil" not in received.headers
+        assert received.headers["x-fine"] == "b"
+
     async def test_completions_endpoint(self, client: UpstreamClient) -> None:
         body = {"model": "m", "prompt": "abcdefgh", "max_tokens": 3}
         async with await client.forward("POST", "/v1/completions", body, {}, "rid") as response:
