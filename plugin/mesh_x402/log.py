@@ -122,6 +122,7 @@ class Event:
     SERVE_FAILED: Final = "serve.failed"
     HTTP_LISTENING: Final = "http.listening"
     HTTP_HEAD_TOO_LARGE: Final = "http.head_too_large"
+    HTTP_HEAD_REFUSED: Final = "http.request_head_refused"
     HTTP_SERVER_ERROR: Final = "http.server_error"
     HTTP_GATEWAY_UNAVAILABLE: Final = "http.gateway_unavailable"
     # payments (the x402 gate)

@@ -102,6 +102,58 @@ class TestUnixSocket:
         status, _, _ = split(await exchange(path, request))
         assert status == 501
 
+    async def test_request_head_over_65_kib_gets_431(self, serve_app):
+        path, _ = await serve_app(placeholder_app)
+        big = b"X-Big: " + b"a" * 70_000 + b"\r\n"
+        request = REQUEST.replace(b"Connection: close\r\n", b"Connection: close\r\n" + big)
+        with capture_logs() as logs:
+            status, _, body = split(await exchange(path, request))
+        assert status == 431
+        assert body == b"request head exceeds 65 KiB\r\n"
+        assert any(entry["event"] == "http.request_head_refused" for entry in logs)
+
+    async def test_a_head_that_never_ends_is_cut_off(self, serve_app):
+        """llhttp keeps no head limit: the server stops reading and closes the
+        connection instead of buffering an endless header line."""
+        path, _ = await serve_app(placeholder_app)
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        sent = 0
+        with capture_logs() as logs:
+            try:
+                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nX-Big: ")
+                while sent < 8 * 1024 * 1024:
+                    writer.write(b"a" * 65536)
+                    await writer.drain()
+                    sent += 65536
+            except ConnectionError:
+                pass
+            try:
+                answer = await asyncio.wait_for(reader.read(), WAIT)
+            except ConnectionError:
+                answer = b""  # closed with our bytes unread: a reset
+            writer.close()
+        assert sent < 8 * 1024 * 1024, "the server kept reading"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
+        assert any(entry["event"] == "http.request_head_refused" for entry in logs)
+
+    async def test_keep_alive_requests_each_get_the_head_limit_afresh(self, serve_app):
+        """Heads just under the limit, one after another on one connection, all pass."""
+        _, address = await serve_app(placeholder_app, tcp=True)
+        assert address is not None
+        big = b"X-Big: " + b"a" * 60_000 + b"\r\n"
+        one = REQUEST.replace(b"Connection: close\r\n", big)
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            for _ in range(3):
+                writer.write(one)
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+                assert head.startswith(b"HTTP/1.1 501 ")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
     async def test_incomplete_request_at_eof_is_closed(self, serve_app):
         """A request cut short gets no response and no hang."""
         path, _ = await serve_app(placeholder_app)
