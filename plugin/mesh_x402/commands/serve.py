@@ -21,9 +21,9 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
@@ -120,12 +120,26 @@ def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(_GIL_SWITCH_SECONDS)
     endpoint = os.environ.get(ENDPOINT_ENV)
     if not endpoint:
-        return asyncio.run(_standalone(config, key))
+        return _run_loop(_standalone(config, key))
     transport = os.environ.get(TRANSPORT_ENV, "unix")
     if transport != "unix":
         raise ConfigError(f"${TRANSPORT_ENV}: transport {transport!r} is not supported (unix only)")
     plugin_id = os.environ.get(NAME_ENV) or DEFAULT_PLUGIN_NAME
-    return asyncio.run(_hosted(config, key, endpoint, plugin_id))
+    return _run_loop(_hosted(config, key, endpoint, plugin_id))
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop where it is installed (Linux, macOS), else asyncio's loop.
+
+    Every paid request crosses the event loop a dozen times (sockets, timers,
+    the journal thread's answers); libuv's loop, in C, does that for about a
+    tenth less CPU per request than asyncio's selector loop in Python.
+    """
+    try:
+        import uvloop  # noqa: PLC0415 - optional: no wheels for Windows
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one place
