@@ -123,6 +123,8 @@ class Event:
     HTTP_LISTENING: Final = "http.listening"
     HTTP_HEAD_TOO_LARGE: Final = "http.head_too_large"
     HTTP_HEAD_REFUSED: Final = "http.request_head_refused"
+    JOURNAL_SYNC_FAILED: Final = "journal.sync_failed"
+    JOURNAL_CHECKPOINT_FAILED: Final = "journal.checkpoint_failed"
     HTTP_SERVER_ERROR: Final = "http.server_error"
     HTTP_GATEWAY_UNAVAILABLE: Final = "http.gateway_unavailable"
     # payments (the x402 gate)

@@ -254,14 +254,10 @@ class MeshReceipts:
             return
         digest = receipt_digest(receipt, self._domain)
         signature = sign_digest(self._secret, digest)
-        await asyncio.shield(
-            asyncio.to_thread(
-                self._store.charge_with_receipt,
-                payment_id,
-                receipt=receipt,
-                receipt_hash=digest,
-                signature=signature,
-            )
+        # On the event loop, unsynced: the answer goes out after this commit,
+        # and the receipt leaves the node only after the sync (`_publish`).
+        self._store.charge_with_receipt(
+            payment_id, receipt=receipt, receipt_hash=digest, signature=signature, durable=False
         )
         _log.info(
             Event.RECEIPT_SIGNED,
@@ -273,12 +269,26 @@ class MeshReceipts:
             credits=[[c.agent_id, str(c.amount)] for c in receipt.credits],
         )
         if len(self._publishing) < _MAX_PUBLISHING:
-            # Off the response path: the payment and receipt are already on disk.
+            # Off the response path.
             task = asyncio.ensure_future(self._publish(receipt_to_pb(receipt, signature)))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
+        else:  # too many floods under way: this one is dropped, the sync is not
+            asyncio.get_running_loop().run_in_executor(None, self._sync)
+
+    def _sync(self) -> bool:
+        try:
+            self._journal.sync()
+        except OSError as exc:
+            _log.error(Event.JOURNAL_SYNC_FAILED, error=str(exc))
+            return False
+        return True
 
     async def _publish(self, message: gpb.Receipt) -> None:
+        """Sync the journal, then flood the receipt: no peer holds a receipt that a
+        power loss here could still undo."""
+        if not await asyncio.to_thread(self._sync):
+            return
         try:
             await self._gossip.publish("receipt", message)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -1,10 +1,27 @@
-"""The payment journal: SQLite in WAL mode, every commit fsynced.
+"""The payment journal: SQLite in WAL mode, its commits made durable by `sync`.
 
 mesh-llm SIGKILLs a plugin that fails a health check, so a payment the gate
 accepted must be on disk before the response that depends on it starts.
-With `synchronous=FULL` a WAL commit is fsynced: about 0.3 ms per commit on
-the development machines. `claim` tells its outcome before that fsync
-(`on_decided`), so the gate's request and the commit run side by side.
+Two kinds of failure are told apart:
+
+- a crash of this process (SIGKILL): a commit survives it as soon as the
+  commit returns, because SQLite has written it to the WAL file (the OS
+  holds it);
+- a power loss or OS crash: a commit survives it once the WAL file is
+  fsynced. `sync()` does that (an fdatasync of the WAL, about 0.3 ms here,
+  more on a slow disk), and checkpoints the WAL into the database now and
+  then, on a connection of its own.
+
+Every write is durable when it returns (it syncs after its commit, outside
+the journal's lock, so no other thread waits on an fsync), except where the
+caller passes `durable=False`: then the commit returns at once and the
+caller runs `sync()` later, elsewhere. The gate does that for the two writes
+on every paid request's path: it writes on its event loop, which must never
+wait on the disk and would pay two thread hops per write otherwise (about
+0.2 ms each on the development VMs), and hands the `sync()` to its writer
+thread (http/paywall.py says what waits for it). Autocheckpoints are off on
+the shared connection for the same reason: a checkpoint copies and fsyncs
+megabytes, and would run inside whichever commit crossed the threshold.
 
 Replay safety is one atomic statement: `claim` inserts the payment keyed by
 (payer, nonce) with `ON CONFLICT DO NOTHING`, and the same statement checks
@@ -20,14 +37,15 @@ States (one table of allowed transitions, `TRANSITIONS`)::
 
 `released` is final: that authorization is never executed.
 
-The connection is shared by threads under a lock; the HTTP edge calls the
-journal from one writer thread so the event loop never waits on an fsync.
+The connection is shared by threads under a lock, which no fsync is ever
+held under.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +55,7 @@ from pathlib import Path
 from typing import Final
 
 from mesh_x402.errors import PluginError
+from mesh_x402.log import Event, get_logger
 
 __all__ = [
     "FILE_NAME",
@@ -50,7 +69,15 @@ __all__ = [
     "PaymentState",
 ]
 
+_log = get_logger("store")
+
 FILE_NAME: Final = "journal.sqlite3"
+# Commits between two checkpoints of the WAL (SQLite checkpoints every 1,000
+# pages by default; a paid request's two commits touch about eight).
+_COMMITS_PER_CHECKPOINT: Final = 128
+# fdatasync flushes what reading the data back needs (the size included);
+# macOS has only fsync.
+_fdatasync: Final = getattr(os, "fdatasync", os.fsync)
 # SQLite integers are signed 64-bit; amounts above this are refused before any SQL.
 _MAX_SQL_INT: Final = 2**63 - 1
 
@@ -345,9 +372,9 @@ def _record(row: tuple[object, ...]) -> PaymentRecord:
 class Journal:
     """The payment journal in `<state_dir>/journal.sqlite3`.
 
-    Every method is a short synchronous call that is durable when it returns.
-    One connection is shared under a lock, so threads may call it freely; the
-    HTTP edge uses a single writer thread so the event loop never blocks on fsync.
+    Every method is a short synchronous call that is durable when it returns
+    unless told otherwise (`durable=False`, then `sync()` makes it durable).
+    One connection is shared under a lock, so threads may call it freely.
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
@@ -362,12 +389,22 @@ class Journal:
         self._clock = clock
         # Re-entrant: a store sharing the file may call journal methods inside `transaction`.
         self._lock = threading.RLock()
-        # Autocommit: each statement is its own transaction, fsynced on commit.
+        self._in_transaction = False  # read and written under the lock only
+        self._commits = 0  # since the last checkpoint
+        # Autocommit: each statement is its own transaction. NORMAL: a commit
+        # writes the WAL without an fsync; `sync()` adds it (module docstring).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        # The WAL exists while a connection has the file open in WAL mode.
+        self._wal_path = f"{path}-wal"
+        self._wal_fd = self._open_wal()
+        self._sync_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
+        self.sync()  # the migrations
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, *, clock: Callable[[], float] = time.time) -> Journal:
@@ -399,21 +436,71 @@ class Journal:
         return int(row[0])
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One atomic write transaction on the journal's connection.
 
         For the stores that share this file (store/receipts.py): their rows
         and a payment's state change commit together or not at all. Journal
-        methods may be called inside; an exception rolls everything back.
+        methods that change a payment's state may be called inside (they
+        commit and sync with it); an exception rolls everything back.
+
+        Args:
+            durable: sync after the commit (see the module docstring).
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._in_transaction = False
             self._db.execute("COMMIT")
+            self._commits += 1
+        if durable:
+            self.sync()
+
+    @contextlib.contextmanager
+    def _write(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        """The connection for one write statement (its own transaction, or part
+        of the caller's `transaction`), synced afterwards when `durable`."""
+        with self._lock:
+            nested = self._in_transaction
+            yield self._db
+            if not nested:
+                self._commits += 1
+        if durable and not nested:
+            self.sync()
+
+    def sync(self) -> None:
+        """Make every commit so far survive a power loss (fdatasync of the WAL);
+        checkpoint the WAL into the database every so many commits.
+
+        Never called under the journal's lock: other threads keep writing
+        meanwhile (what they commit during the fdatasync may or may not be
+        covered by it).
+        """
+        with self._sync_lock:
+            if os.fstat(self._wal_fd).st_ino != os.stat(self._wal_path).st_ino:
+                # Another process's last connection removed the WAL and a new one began.
+                os.close(self._wal_fd)
+                self._wal_fd = self._open_wal()
+            _fdatasync(self._wal_fd)
+            if self._commits >= _COMMITS_PER_CHECKPOINT:
+                self._commits = 0
+                if self._checkpointer is None:
+                    self._checkpointer = sqlite3.connect(
+                        str(self.path), isolation_level=None, check_same_thread=False
+                    )
+                try:
+                    # PASSIVE: never waits for, nor blocks, readers and writers.
+                    self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    # What was committed is durable already (the fdatasync above);
+                    # a later checkpoint copies it into the database file.
+                    _log.warning(Event.JOURNAL_CHECKPOINT_FAILED, error=str(exc))
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -421,10 +508,27 @@ class Journal:
         with self._lock:
             yield self._db
 
+    def _open_wal(self) -> int:
+        """A descriptor of the WAL file, whose name is made durable in its folder
+        (SQLite syncs the folder of a WAL it created only in its own syncs)."""
+        fd = os.open(self._wal_path, os.O_RDONLY)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        return fd
+
     def close(self) -> None:
-        """Close the connection; later calls raise."""
-        with self._lock:
+        """Close the connections (again: nothing); later calls raise."""
+        with self._lock, self._sync_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             self._db.close()
+            if self._wal_fd >= 0:
+                os.close(self._wal_fd)
+                self._wal_fd = -1
 
     def __enter__(self) -> Journal:
         return self
@@ -433,11 +537,7 @@ class Journal:
         self.close()
 
     def claim(
-        self,
-        payment: NewPayment,
-        *,
-        spendable: int | None,
-        on_decided: Callable[[ClaimOutcome], None] | None = None,
+        self, payment: NewPayment, *, spendable: int | None, durable: bool = True
     ) -> ClaimOutcome:
         """Journal a verified payment as `accepted`, atomically, once per (payer, nonce).
 
@@ -446,21 +546,15 @@ class Journal:
             spendable: the payer's cached balance; the claim fails with
                 INSUFFICIENT unless the payer's open payments plus this one fit
                 it. None skips the check (no balance known and none required).
-            on_decided: called with the outcome as soon as it is known, inside
-                the write transaction and before its commit's fsync. The caller
-                may start work that depends on it (the gate forwards the
-                request) while the commit reaches the disk, but must tell nobody
-                until this method returns: if the commit fails, it raises and
-                the claim never happened; if `on_decided` raises, the claim is
-                rolled back and its error propagates. No other claim can
-                interleave: the transaction holds the write lock from decision
-                to commit.
+            durable: sync before returning. With False the claim is committed
+                (another claim of the same nonce is refused from now on, and a
+                crash of this process keeps it) but survives a power loss only
+                after `sync()`: tell nobody of it before then.
 
         Returns:
-            ACCEPTED when this call journalled it (and it is on disk), REPLAYED
-            when the (payer, nonce) was claimed before, RESERVED when a
-            verified peer reserved it first, INSUFFICIENT when the balance
-            does not cover it.
+            ACCEPTED when this call journalled it, REPLAYED when the (payer,
+            nonce) was claimed before, RESERVED when a verified peer reserved
+            it first, INSUFFICIENT when the balance does not cover it.
         """
         if payment.value > _MAX_SQL_INT:
             raise ValueError(f"value {payment.value} is too large for the journal")
@@ -481,11 +575,8 @@ class Journal:
             "now": self._clock(),
             "spendable": None if spendable is None else min(spendable, _MAX_SQL_INT),
         }
-        with self.transaction() as db:
-            outcome = self._claim_outcome(db, params)
-            if on_decided is not None:
-                on_decided(outcome)
-        return outcome
+        with self.transaction(durable=durable) as db:
+            return self._claim_outcome(db, params)
 
     @staticmethod
     def _claim_outcome(db: sqlite3.Connection, params: dict[str, object]) -> ClaimOutcome:
@@ -502,7 +593,13 @@ class Journal:
         return ClaimOutcome.RESERVED if reserved else ClaimOutcome.INSUFFICIENT
 
     def _move(
-        self, receipt_id: str, to: PaymentState, assignments: str, values: tuple[object, ...]
+        self,
+        receipt_id: str,
+        to: PaymentState,
+        assignments: str,
+        values: tuple[object, ...],
+        *,
+        durable: bool = True,
     ) -> None:
         sources = [state.value for state, targets in TRANSITIONS.items() if to in targets]
         marks = ", ".join("?" for _ in sources)
@@ -510,12 +607,13 @@ class Journal:
             f"UPDATE payments SET state = ?, updated_at = ?{assignments} "  # noqa: S608 - constants only
             f"WHERE receipt_id = ? AND state IN ({marks})"
         )
-        with self._lock:
-            changed = self._db.execute(
+        with self._write(durable=durable) as db:
+            changed = db.execute(
                 sql, (to.value, self._clock(), *values, receipt_id, *sources)
             ).rowcount
-            if changed == 1:
-                return
+        if changed == 1:
+            return
+        with self._lock:
             row = self._db.execute(
                 "SELECT state FROM payments WHERE receipt_id = ?", (receipt_id,)
             ).fetchone()
@@ -526,14 +624,25 @@ class Journal:
         )
 
     def mark_chargeable(
-        self, receipt_id: str, *, charge: int, prompt_tokens: int, completion_tokens: int
+        self,
+        receipt_id: str,
+        *,
+        charge: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        durable: bool = True,
     ) -> None:
-        """The upstream served the request: record the usage and the charge it prices to."""
+        """The upstream served the request: record the usage and the charge it prices to.
+
+        Args:
+            durable: sync before returning; False leaves that to `sync()`.
+        """
         self._move(
             receipt_id,
             PaymentState.CHARGEABLE,
             ", charge = ?, prompt_tokens = ?, completion_tokens = ?",
             (charge, prompt_tokens, completion_tokens),
+            durable=durable,
         )
 
     def mark_released(self, receipt_id: str, *, reason: str) -> None:
@@ -560,9 +669,9 @@ class Journal:
         Returns:
             How many payments were released.
         """
-        with self._lock:
+        with self._write(durable=True) as db:
             return int(
-                self._db.execute(
+                db.execute(
                     "UPDATE payments SET state = 'released', reason = ?, updated_at = ? "
                     "WHERE state = 'accepted'",
                     (reason, self._clock()),

@@ -17,8 +17,9 @@ What is kept, and who writes it:
 - `nonce_reservations`: (payer, nonce) pairs a verified peer reserved. The
   journal's claim refuses such a pair in the same statement that inserts it.
 
-Every method is a short synchronous call, durable when it returns; callers on
-the event loop run them on the journal's writer thread (or `to_thread`).
+Every method is a short synchronous call, durable when it returns (unless
+told otherwise, as `Journal` methods); callers on the event loop run them in
+a thread (`to_thread`), except the gate's unsynced charge.
 """
 
 from __future__ import annotations
@@ -201,15 +202,19 @@ class ReceiptStore:
         receipt: Receipt,
         receipt_hash: bytes,
         signature: bytes,
+        durable: bool = True,
     ) -> None:
         """Mark the payment `chargeable` and keep its signed receipt, in one transaction.
 
         The charge and token counts recorded on the payment are the receipt's.
 
+        Args:
+            durable: sync before returning; False leaves it to `Journal.sync`.
+
         Raises:
             InvalidTransitionError: the payment is not `accepted` (nothing is written).
         """
-        with self._journal.transaction() as db:
+        with self._journal.transaction(durable=durable) as db:
             self._journal.mark_chargeable(
                 payment_id,
                 charge=receipt.charge,

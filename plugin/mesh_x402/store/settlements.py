@@ -3,8 +3,8 @@
 The order the reconciler follows, and why each step is durable first:
 
 1. sign the settle transaction, then `record_sent` commits the raw signed
-   bytes, their hash, the sender's nonce and the payment ids in one fsynced
-   transaction, *before* anything is broadcast;
+   bytes, their hash, the sender's nonce and the payment ids in one
+   transaction, synced (`Journal.sync`), *before* anything is broadcast;
 2. broadcast; the payments stay `chargeable` meanwhile;
 3. once the receipt has its confirmations, `confirm` writes every item's
    status, each payment's new state (settled, failed, or still chargeable
@@ -131,7 +131,7 @@ _BATCH_COLUMNS: Final = (
 
 
 class SettlementStore:
-    """Batches and their items, on the journal's connection (same file, same fsync).
+    """Batches and their items, on the journal's connection (same file, same sync).
 
     Args:
         journal: the open journal; its migrations created the tables.

@@ -1,18 +1,18 @@
-"""The claim's commit runs while the request goes upstream, and the answer waits for it.
+"""The claim's sync runs while the request goes upstream, and the answer waits for it.
 
-The journal decides a claim (replay and balance checks) before its commit's
-fsync; the gate forwards on the decision and holds the response head until
-the commit is done. These tests slow the commit down, or make it fail, on a
-real SQLite journal in front of the real fake upstream.
+The gate commits a claim (replay and balance checks) on its event loop and
+forwards at once, while the journal's `sync` (the fsync) runs on the writer
+thread; the response head waits for the sync. These tests hold the sync
+back, or make it fail, on a real SQLite journal in front of the real fake
+upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
 import json
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,29 +29,27 @@ from paywall_kit import PAY_TO, PAYER, TOKEN, paywall_app
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
 
-class HeldCommits(Journal):
-    """A journal whose next write transaction waits, before committing, until the
-    upstream has seen a request, and then commits or fails as told."""
+class HeldSyncs(Journal):
+    """A journal whose next sync waits until the upstream has seen a request, and
+    then syncs or fails as told."""
 
     def __init__(self, path: Path, upstream: FakeUpstream) -> None:
-        super().__init__(path)
         self.upstream = upstream
         self.hold = False
         self.fail = False
-        self.seen_before_commit: bool | None = None
+        self.seen_before_sync: bool | None = None
+        super().__init__(path)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def sync(self) -> None:
         hold, self.hold = self.hold, False
-        with super().transaction() as db:
-            yield db
-            if hold:
-                deadline = time.monotonic() + 5
-                while not self.upstream.requests and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                self.seen_before_commit = bool(self.upstream.requests)
-                if self.fail:
-                    raise sqlite3.OperationalError("disk I/O error")  # rolls the claim back
+        if hold:
+            deadline = time.monotonic() + 5
+            while not self.upstream.requests and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.seen_before_sync = bool(self.upstream.requests)
+            if self.fail:
+                raise OSError(errno.EIO, "disk I/O error")
+        super().sync()
 
 
 @pytest.fixture
@@ -61,10 +59,8 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def gate(
-    tmp_path: Path, upstream: FakeUpstream
-) -> AsyncIterator[tuple[GateApp, HeldCommits]]:
-    journal = HeldCommits(tmp_path / "state" / "journal.sqlite3", upstream)
+async def gate(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[tuple[GateApp, HeldSyncs]]:
+    journal = HeldSyncs(tmp_path / "state" / "journal.sqlite3", upstream)
     app = paywall_app(tmp_path, journal, upstream)
     yield app, journal
     await app.aclose()
@@ -107,7 +103,7 @@ async def _call(
 
 
 async def _pay(
-    app: GateApp, journal: HeldCommits, body: dict[str, object], nonce: str, sent: list[Message]
+    app: GateApp, journal: HeldSyncs, body: dict[str, object], nonce: str, sent: list[Message]
 ) -> None:
     """Pay for `body` with a fresh authorization; the journal holds the claim's commit."""
     quoted: list[Message] = []
@@ -120,34 +116,38 @@ async def _pay(
     await _call(app, body, {"payment-signature": encode_header(payload)}, sent)
 
 
-async def test_the_request_goes_upstream_while_the_claim_commits(
-    gate: tuple[GateApp, HeldCommits],
+async def test_the_request_goes_upstream_while_the_claim_syncs(
+    gate: tuple[GateApp, HeldSyncs],
 ) -> None:
-    """The upstream sees the request before the claim's commit ends, and the client
+    """The upstream sees the request before the claim's sync ends, and the client
     gets its answer, with the payment journalled, once it has."""
     app, journal = gate
     nonce = "0x" + os.urandom(32).hex()
     sent: list[Message] = []
     await _pay(app, journal, BODY, nonce, sent)
     assert sent[0]["status"] == 200, sent
-    assert journal.seen_before_commit is True
+    assert journal.seen_before_sync is True
     record = journal.find(PAYER.address, nonce)
     assert record is not None
     assert record.state is PaymentState.CHARGEABLE
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_claim_whose_commit_fails_gets_no_answer_and_no_payment(
-    gate: tuple[GateApp, HeldCommits], stream: bool
+async def test_a_claim_whose_sync_fails_gets_no_answer_and_is_released(
+    gate: tuple[GateApp, HeldSyncs], stream: bool
 ) -> None:
-    """The claim was decided, the request went upstream, then the commit failed: the
-    client hears no status (not even a stream's head) and nothing is journalled."""
+    """The claim was committed, the request went upstream, then the sync failed: the
+    client hears no status (not even a stream's head), and the payment is released,
+    never charged."""
     app, journal = gate
     journal.fail = True
     sent: list[Message] = []
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
-        await _pay(app, journal, {**BODY, "stream": stream}, "0x" + os.urandom(32).hex(), sent)
-    assert journal.seen_before_commit is True
+    nonce = "0x" + os.urandom(32).hex()
+    with pytest.raises(OSError, match="disk I/O error"):
+        await _pay(app, journal, {**BODY, "stream": stream}, nonce, sent)
+    assert journal.seen_before_sync is True
     assert sent == []
-    with journal.connection() as db:
-        assert db.execute("SELECT COUNT(*) FROM payments").fetchone()[0] == 0
+    record = journal.find(PAYER.address, nonce)
+    assert record is not None
+    assert (record.state, record.reason) == (PaymentState.RELEASED, "journal_sync_failed")
+    assert record.charge is None

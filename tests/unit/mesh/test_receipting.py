@@ -167,6 +167,35 @@ async def test_receipt_issued_countersigned_and_collected(nodes: tuple[Node, Nod
     assert recover_signer(issued.receipt_hash, ack.signature) == b.gossip.address
 
 
+async def test_the_receipt_leaves_only_after_the_journal_synced_it(
+    nodes: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The charge commits unsynced (the answer need not wait for the disk), and
+    the receipt is flooded only once a power loss can no longer undo it."""
+    a, b = nodes
+    await introduce(a, b)
+    assert a.journal.claim(payment(), spendable=None) is ClaimOutcome.ACCEPTED
+    sent_before = len(a.outbox.sent)
+    syncs: list[int] = []  # floods already sent at each sync
+    real_sync = a.journal.sync
+
+    def sync() -> None:
+        syncs.append(len(a.outbox.sent) - sent_before)
+        real_sync()
+
+    monkeypatch.setattr(a.journal, "sync", sync)
+    await a.receipts.charge(
+        "p1", payer=PAYER, nonce=NONCE, value=100_000, request_id="q1", model="m",
+        prompt_tokens=1000, completion_tokens=2000, charge=5_500,
+    )  # fmt: skip
+    await a.receipts.aclose()
+    assert syncs == [0]
+    assert len(a.outbox.sent) - sent_before == 1
+    record = a.journal.get("p1")
+    assert record is not None
+    assert record.state is PaymentState.CHARGEABLE
+
+
 async def test_worker_disputes_a_wrong_charge(tmp_path: Path) -> None:
     """A worker whose price sheet (same version) gives another charge does not countersign."""
     a = make_node("a", tmp_path)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -146,38 +150,17 @@ class TestClaim:
         assert outcomes.count(ClaimOutcome.REPLAYED) == 99
         journal.close()
 
-    def test_outcome_is_told_before_the_commit(self, journal: Journal) -> None:
-        """`on_decided` hears the outcome while the claim is not yet visible to another
-        connection (not committed), and the claim is committed when `claim` returns."""
-        seen: list[tuple[ClaimOutcome, int]] = []
+    def test_a_claim_not_yet_synced_is_committed_at_once(self, journal: Journal) -> None:
+        """`durable=False` leaves out the fsync, not the commit: another connection
+        sees the claim, and a second claim of the nonce is a replay."""
         other = sqlite3.connect(journal.path)
-
-        def committed_rows() -> int:
-            return int(other.execute("SELECT COUNT(*) FROM payments").fetchone()[0])
-
-        def on_decided(outcome: ClaimOutcome) -> None:
-            seen.append((outcome, committed_rows()))
-
-        assert journal.claim(make_new_payment(), spendable=None, on_decided=on_decided) is (
+        assert journal.claim(make_new_payment(), spendable=None, durable=False) is (
             ClaimOutcome.ACCEPTED
         )
-        assert seen == [(ClaimOutcome.ACCEPTED, 0)]
-        assert committed_rows() == 1
+        assert other.execute("SELECT state FROM payments").fetchall() == [("accepted",)]
         again = make_new_payment(receipt_id="other")
-        journal.claim(again, spendable=None, on_decided=on_decided)
-        assert seen[1] == (ClaimOutcome.REPLAYED, 1)
+        assert journal.claim(again, spendable=None, durable=False) is ClaimOutcome.REPLAYED
         other.close()
-
-    def test_a_failing_listener_undoes_the_claim(self, journal: Journal) -> None:
-        """If `on_decided` raises (the request is gone), nothing is journalled."""
-
-        def on_decided(outcome: ClaimOutcome) -> None:
-            raise RuntimeError("event loop is closed")
-
-        with pytest.raises(RuntimeError, match="closed"):
-            journal.claim(make_new_payment(), spendable=None, on_decided=on_decided)
-        assert journal.get("r0") is None
-        assert journal.claim(make_new_payment(), spendable=None) is ClaimOutcome.ACCEPTED
 
     def test_values_beyond_sqlite_are_refused(self, journal: Journal) -> None:
         """An amount SQLite cannot hold is an error before any write."""
@@ -312,9 +295,90 @@ class TestDurability:
         assert second.release_interrupted() == 0
         second.close()
 
-    def test_wal_and_full_sync(self, journal: Journal) -> None:
-        """The file is in WAL mode with fsync on every commit."""
-        db = sqlite3.connect(journal.path)
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        db.close()
-        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    def test_writes_sync_once_each_unless_told_not_to(self, tmp_path: Path) -> None:
+        """A durable write syncs after its commit; `durable=False` leaves it to the
+        caller; journal writes inside a transaction sync once, with it; a rolled-back
+        transaction syncs nothing."""
+
+        class Counting(Journal):
+            syncs = 0
+
+            def sync(self) -> None:
+                Counting.syncs += 1
+                super().sync()
+
+        journal = Counting.in_state_dir(tmp_path)
+        opened = Counting.syncs
+        steps = [
+            (lambda: journal.claim(make_new_payment(1), spendable=None), 1),
+            (lambda: journal.claim(make_new_payment(2), spendable=None, durable=False), 0),
+            (lambda: journal.mark_chargeable(
+                "r2", charge=1, prompt_tokens=1, completion_tokens=1, durable=False), 0),
+            (lambda: journal.mark_released("r1", reason="x"), 1),
+        ]  # fmt: skip
+        for step, syncs in steps:
+            before = Counting.syncs
+            step()
+            assert Counting.syncs - before == syncs
+        journal.claim(make_new_payment(3), spendable=None, durable=False)
+        journal.claim(make_new_payment(4), spendable=None, durable=False)
+        before = Counting.syncs
+        with journal.transaction():
+            journal.mark_chargeable("r3", charge=1, prompt_tokens=1, completion_tokens=1)
+            journal.mark_released("r4", reason="x")
+        assert Counting.syncs - before == 1
+
+        def rolled_back() -> None:
+            with journal.transaction():
+                journal.mark_settled("r3", transaction="0x01")
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            rolled_back()
+        assert Counting.syncs - before == 1
+        record = journal.get("r3")
+        assert record is not None
+        assert record.state is PaymentState.CHARGEABLE
+        assert opened == 1, "opening syncs the migrations"
+        journal.close()
+
+    def test_sync_flushes_the_wal_file(
+        self, journal: Journal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        flushed: list[int] = []
+        monkeypatch.setattr(journal_module, "_fdatasync", flushed.append)
+        journal.claim(make_new_payment(), spendable=None)
+        assert len(flushed) == 1
+        wal = Path(f"{journal.path}-wal")
+        assert os.fstat(flushed[0]).st_ino == wal.stat().st_ino
+
+    def test_the_wal_is_checkpointed_by_sync(self, journal: Journal) -> None:
+        """Autocheckpoints are off on the shared connection, so without `sync`'s own
+        checkpoints the database file would never receive a page."""
+        assert journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size = journal.path.stat().st_size
+        for n in range(journal_module._COMMITS_PER_CHECKPOINT + 1):
+            journal.claim(make_new_payment(n), spendable=None)
+        assert journal.path.stat().st_size > size
+
+    def test_a_claim_not_yet_synced_survives_a_crash_of_the_process(self, tmp_path: Path) -> None:
+        """SIGKILL right after a `durable=False` claim: the claim is there on reopen."""
+        code = (
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "sys.path.insert(0, sys.argv[2])\n"
+            "from test_journal import make_new_payment\n"
+            "from mesh_x402.store.journal import Journal\n"
+            "journal = Journal.in_state_dir(Path(sys.argv[1]))\n"
+            "journal.claim(make_new_payment(7), spendable=None, durable=False)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+        child = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path), str(Path(__file__).parent)], check=False
+        )
+        assert child.returncode == -signal.SIGKILL
+        reopened = Journal.in_state_dir(tmp_path)
+        record = reopened.get("r7")
+        assert record is not None
+        assert record.state is PaymentState.ACCEPTED
+        reopened.close()
