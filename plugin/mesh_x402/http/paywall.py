@@ -164,6 +164,14 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+def _soon(fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Call `fn` at the event loop's next turn: after the current request step
+    has written what it writes (its upstream request, its answer) and yields.
+    For work on no answer's path: a log line costs ~0.1 ms in a request's flow.
+    """
+    asyncio.get_running_loop().call_soon(functools.partial(fn, *args, **kwargs))
+
+
 def _after_sync(synced: asyncio.Future[None], send: Send) -> Send:
     """`send`, holding the response head until the claim is on disk: until
     then a power loss would undo the claim, so the client must hear nothing.
@@ -370,7 +378,8 @@ class Paywall:
             )
             return
         synced = exchange.synced = self._sync()
-        _log.info(
+        _soon(
+            _log.info,
             Event.PAYMENT_ACCEPTED,
             receipt_id=exchange.receipt_id,
             request_id=exchange.request_id,
@@ -402,8 +411,9 @@ class Paywall:
         """The journal's `sync` on the writer thread."""
         return asyncio.get_running_loop().run_in_executor(self._writer, self._ctx.journal.sync)
 
-    def _sync_soon(self) -> None:
-        """The journal's `sync` on the writer thread, awaited by nobody: a failure is logged."""
+    def _sync_later(self) -> None:
+        """The journal's `sync` on the writer thread, awaited by nobody (a failure
+        is logged), handed over once the current step's writes are out."""
 
         def sync() -> None:
             try:
@@ -411,7 +421,7 @@ class Paywall:
             except OSError as exc:
                 _log.error(Event.JOURNAL_SYNC_FAILED, error=str(exc))
 
-        self._writer.submit(sync)
+        _soon(self._writer.submit, sync)
 
     async def _release_unsynced(self, exchange: _Exchange) -> None:
         """The claim never reached the disk and the client heard nothing: release it,
@@ -522,7 +532,7 @@ class Paywall:
                 completion_tokens=usage.completion_tokens,
                 durable=False,
             )
-            self._sync_soon()
+            self._sync_later()
         else:
             # The chargeable state and the signed receipt commit together.
             payment = exchange.payment
@@ -539,7 +549,8 @@ class Paywall:
                     charge=charge,
                 )
             )
-        _log.info(
+        _soon(
+            _log.info,
             Event.PAYMENT_CHARGEABLE,
             receipt_id=exchange.receipt_id,
             charge=charge,
