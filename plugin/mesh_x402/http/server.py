@@ -168,6 +168,8 @@ class _GateHttpProtocol(HttpToolsProtocol):
         self._message_done = False
 
     def on_headers_complete(self) -> None:
+        if self._refused:  # a request pipelined behind the refused one
+            return
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > _MAX_REQUEST_HEAD_BYTES:
             self._refuse_head()

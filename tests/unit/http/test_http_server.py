@@ -112,6 +112,22 @@ class TestUnixSocket:
         assert body == b"request head exceeds 65 KiB\r\n"
         assert any(entry["event"] == "http.request_head_refused" for entry in logs)
 
+    async def test_a_request_pipelined_behind_a_refused_head_is_not_served(self, serve_app):
+        served: list[str] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            served.append(scope["path"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        path, _ = await serve_app(app)
+        big = b"X-Big: " + b"a" * 70_000 + b"\r\n"
+        refused = b"GET /big HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n"
+        behind = b"GET /behind HTTP/1.1\r\nHost: x\r\n\r\n"
+        status, _, _ = split(await exchange(path, refused + behind))
+        assert status == 431
+        assert served == []
+
     async def test_a_head_that_never_ends_is_cut_off(self, serve_app):
         """llhttp keeps no head limit: the server stops reading and closes the
         connection instead of buffering an endless header line."""
