@@ -82,6 +82,14 @@ class Proc:
                     self.process.wait()
         self._close()
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the child's stderr but its info lines (the gate logs
+        two a payment), to show why a phase failed."""
+        self._log.flush()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        kept = [line for line in text.splitlines() if '"level": "info"' not in line]
+        return "\n".join(kept[-lines:])
+
     def _close(self) -> None:
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:

@@ -521,6 +521,11 @@ def measure(
                 lambda: int(world.rpc_stats(10**12)["total"]),
             )
             quote = payments.quote("gate")
+        except BaseException:
+            # The folder with the servers' logs goes with the run: show their ends.
+            for proc in world.procs:
+                progress(f"--- the end of {proc.name}'s log ---\n{proc.log_tail()}")
+            raise
         finally:
             stop_world(world)
     result = build_result(
