@@ -43,6 +43,7 @@ __all__ = [
     "VerifyResult",
     "checksum_address",
     "eip3009_digest",
+    "recover_address",
     "recover_signer",
     "verify_payment",
 ]
@@ -77,7 +78,11 @@ class Reason:
 
 @dataclass(frozen=True)
 class VerifiedPayment:
-    """The facts of a verified authorization, parsed, for the journal."""
+    """The facts of a verified authorization, parsed, for the journal.
+
+    `payer` is `authorization.from` as the client spelt it (any case): the
+    signature recovers to that address.
+    """
 
     payer: str
     to: str
@@ -149,7 +154,14 @@ def eip3009_digest(
 
 
 def recover_signer(digest: bytes, signature: bytes) -> str | None:
-    """The checksummed address that signed `digest`, or None for a bad signature.
+    """The checksummed address that signed `digest`, or None for a bad signature
+    (the rules of `recover_address`)."""
+    raw = recover_address(digest, signature)
+    return None if raw is None else checksum_address(raw)
+
+
+def recover_address(digest: bytes, signature: bytes) -> bytes | None:
+    """The 20-byte address that signed `digest`, or None for a bad signature.
 
     Only 65-byte (r, s, v) EOA signatures; v 27/28 or 0/1; s in the lower
     half of the curve order, as the token's ecrecover requires.
@@ -168,7 +180,8 @@ def recover_signer(digest: bytes, signature: bytes) -> str | None:
         )
     except ValueError:
         return None
-    return checksum_address(keccak(public_key.format(compressed=False)[1:])[12:])
+    address: bytes = keccak(public_key.format(compressed=False)[1:])[12:]
+    return address
 
 
 def checksum_address(raw: bytes) -> str:
@@ -276,8 +289,8 @@ def verify_payment(  # noqa: PLR0911, PLR0912 - one branch per reference-verifie
         valid_before=valid_before,
         nonce=nonce,
     )
-    signer = recover_signer(digest, signature)
-    if signer is None or signer.lower() != payer.lower():
+    signer = recover_address(digest, signature)
+    if signer is None or signer != bytes.fromhex(payer[2:]):
         return _refuse(Reason.SIGNATURE, payer, "signature does not recover to authorization.from")
     if spendable is not None and spendable < value:
         return _refuse(
@@ -287,9 +300,9 @@ def verify_payment(  # noqa: PLR0911, PLR0912 - one branch per reference-verifie
         ok=True,
         reason=None,
         message=None,
-        payer=signer,
+        payer=payer,
         payment=VerifiedPayment(
-            payer=signer,
+            payer=payer,
             to=auth.to,
             value=value,
             valid_after=valid_after,

@@ -126,6 +126,16 @@ class TestVerify:
             assert result.payment.value == 1000
             assert result.payment.nonce == NONCE
 
+    def test_the_payer_in_any_case_is_the_signer(self) -> None:
+        """`from` spelt lower-case still names the signer, and is kept as spelt."""
+        lower = PAYER.address.lower()
+        result = check(make_payment(**{"from": lower}))
+        assert result.ok, result
+        assert result.payment is not None
+        assert result.payment.payer == lower
+        other = check(make_payment(**{"from": OTHER.address.lower()}))
+        assert (other.ok, other.reason) == (False, Reason.SIGNATURE)
+
     @pytest.mark.parametrize(
         ("overrides", "reason"),
         [
