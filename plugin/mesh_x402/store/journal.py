@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import os
 import sqlite3
 import threading
@@ -314,6 +315,11 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         SELECT RAISE(ABORT, 'payments: a closed payment never reopens');
     END;
     """,
+    # 5: the open-payments-by-payer index served the exposure sum that migration 4
+    # replaced; every claim and every close still paid for keeping it.
+    """
+    DROP INDEX payments_open_by_payer;
+    """,
 )
 
 _COLUMNS: Final = (
@@ -336,6 +342,18 @@ WHERE (:spendable IS NULL
   AND NOT EXISTS (SELECT 1 FROM nonce_reservations WHERE payer = :payer AND nonce = :nonce)
 ON CONFLICT (payer, nonce) DO NOTHING
 """
+
+
+@functools.cache
+def _move_statement(to: PaymentState, assignments: str) -> tuple[str, tuple[str, ...]]:
+    """The UPDATE that moves a payment to `to` from any state allowed to precede it."""
+    sources = tuple(state.value for state, targets in TRANSITIONS.items() if to in targets)
+    marks = ", ".join("?" for _ in sources)
+    sql = (
+        f"UPDATE payments SET state = ?, updated_at = ?{assignments} "  # noqa: S608 - constants only
+        f"WHERE receipt_id = ? AND state IN ({marks})"
+    )
+    return sql, sources
 
 
 def _record(row: tuple[object, ...]) -> PaymentRecord:
@@ -575,15 +593,17 @@ class Journal:
             "now": self._clock(),
             "spendable": None if spendable is None else min(spendable, _MAX_SQL_INT),
         }
-        with self.transaction(durable=durable) as db:
-            return self._claim_outcome(db, params)
+        # One statement is one transaction: nothing to begin or commit around it.
+        with self._write(durable=durable) as db:
+            if db.execute(_CLAIM_SQL, params).rowcount == 1:
+                return ClaimOutcome.ACCEPTED
+            return self._refusal(db, params)
 
     @staticmethod
-    def _claim_outcome(db: sqlite3.Connection, params: dict[str, object]) -> ClaimOutcome:
-        if db.execute(_CLAIM_SQL, params).rowcount == 1:
-            return ClaimOutcome.ACCEPTED
-        # Rows are never deleted, so this after-the-fact read cannot race
-        # into a wrong answer: if the key exists now, the claim was a replay.
+    def _refusal(db: sqlite3.Connection, params: dict[str, object]) -> ClaimOutcome:
+        """Why the claim inserted nothing. Payments are never deleted, so this
+        after-the-fact read cannot race into a wrong answer: if the key exists
+        now, the claim was a replay."""
         key = (params["payer"], params["nonce"])
         if db.execute("SELECT 1 FROM payments WHERE payer = ? AND nonce = ?", key).fetchone():
             return ClaimOutcome.REPLAYED
@@ -601,12 +621,7 @@ class Journal:
         *,
         durable: bool = True,
     ) -> None:
-        sources = [state.value for state, targets in TRANSITIONS.items() if to in targets]
-        marks = ", ".join("?" for _ in sources)
-        sql = (
-            f"UPDATE payments SET state = ?, updated_at = ?{assignments} "  # noqa: S608 - constants only
-            f"WHERE receipt_id = ? AND state IN ({marks})"
-        )
+        sql, sources = _move_statement(to, assignments)
         with self._write(durable=durable) as db:
             changed = db.execute(
                 sql, (to.value, self._clock(), *values, receipt_id, *sources)
