@@ -76,6 +76,11 @@ FILE_NAME: Final = "journal.sqlite3"
 # Commits between two checkpoints of the WAL (SQLite checkpoints every 1,000
 # pages by default; a paid request's two commits touch about eight).
 _COMMITS_PER_CHECKPOINT: Final = 128
+# A checkpoint running beside new commits rarely catches up with them, and
+# SQLite starts the WAL over only once one has: past this size the next
+# checkpoint runs under the journal's lock (a few ms, with no commit beside
+# it), and SQLite truncates the WAL back to this size after starting it over.
+_WAL_LIMIT_BYTES: Final = 32 * 1024 * 1024
 # fdatasync flushes what reading the data back needs (the size included);
 # macOS has only fsync.
 _fdatasync: Final = getattr(os, "fdatasync", os.fsync)
@@ -415,6 +420,7 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
         # The WAL exists while a connection has the file open in WAL mode.
@@ -508,17 +514,23 @@ class Journal:
             _fdatasync(self._wal_fd)
             if self._commits >= _COMMITS_PER_CHECKPOINT:
                 self._commits = 0
-                if self._checkpointer is None:
-                    self._checkpointer = sqlite3.connect(
-                        str(self.path), isolation_level=None, check_same_thread=False
-                    )
-                try:
-                    # PASSIVE: never waits for, nor blocks, readers and writers.
-                    self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:
-                    # What was committed is durable already (the fdatasync above);
-                    # a later checkpoint copies it into the database file.
-                    _log.warning(Event.JOURNAL_CHECKPOINT_FAILED, error=str(exc))
+                self._checkpoint(locked=os.fstat(self._wal_fd).st_size > _WAL_LIMIT_BYTES)
+
+    def _checkpoint(self, *, locked: bool) -> None:
+        """Copy the WAL into the database (on a connection of its own, PASSIVE:
+        it never waits for readers or writers); `locked`: under the journal's
+        lock, so no commit of this process runs beside it and it completes."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+        try:
+            with self._lock if locked else contextlib.nullcontext():
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            # What was committed is durable already (the fdatasync before);
+            # a later checkpoint copies it into the database file.
+            _log.warning(Event.JOURNAL_CHECKPOINT_FAILED, error=str(exc))
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -539,7 +551,8 @@ class Journal:
 
     def close(self) -> None:
         """Close the connections (again: nothing); later calls raise."""
-        with self._lock, self._sync_lock:
+        # The order `sync` takes the two locks in: the sync lock first.
+        with self._sync_lock, self._lock:
             if self._checkpointer is not None:
                 self._checkpointer.close()
                 self._checkpointer = None

@@ -361,6 +361,32 @@ class TestDurability:
             journal.claim(make_new_payment(n), spendable=None)
         assert journal.path.stat().st_size > size
 
+    def test_the_wal_stays_bounded_while_commits_never_pause(
+        self, journal: Journal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Checkpoints beside a stream of commits rarely let SQLite start the WAL
+        over; past the limit one runs with no commit beside it, so the WAL file
+        stays near the limit instead of growing with every commit."""
+        limit = 256 * 1024
+        monkeypatch.setattr(journal_module, "_WAL_LIMIT_BYTES", limit)
+        monkeypatch.setattr(journal_module, "_COMMITS_PER_CHECKPOINT", 8)
+        journal._db.execute(f"PRAGMA journal_size_limit={limit}")
+        done = threading.Event()
+
+        def commit_without_pause() -> None:
+            for n in range(3000):
+                journal.claim(make_new_payment(n), spendable=None, durable=False)
+            done.set()
+
+        writer = threading.Thread(target=commit_without_pause)
+        writer.start()
+        largest = 0
+        while not done.is_set():
+            journal.sync()
+            largest = max(largest, Path(f"{journal.path}-wal").stat().st_size)
+        writer.join()
+        assert largest < 8 * limit, f"the WAL grew to {largest} bytes"
+
     def test_a_claim_not_yet_synced_survives_a_crash_of_the_process(self, tmp_path: Path) -> None:
         """SIGKILL right after a `durable=False` claim: the claim is there on reopen."""
         code = (
