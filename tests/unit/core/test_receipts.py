@@ -18,6 +18,7 @@ from mesh_x402.core.receipts import (
     ReceiptDomain,
     receipt_digest,
     recover_receipt_signer,
+    sign_digest,
     sign_receipt,
 )
 
@@ -143,6 +144,16 @@ class TestSignature:
         assert recover_receipt_signer(receipt, DOMAIN, signature) == address
         typed_signature = Account.unsafe_sign_hash(receipt_digest(receipt, DOMAIN), KEY).signature
         assert signature == bytes(typed_signature)
+
+    def test_digest_signatures_are_eth_accounts_for_any_key(self) -> None:
+        """Both values of v, for keys and digests the fixed vectors do not use."""
+        vs = set()
+        for i in range(1, 25):
+            key, digest = i.to_bytes(32, "big"), keccak(bytes([i]))
+            expected = bytes(Account.unsafe_sign_hash(digest, key).signature)
+            assert sign_digest(key, digest) == expected
+            vs.add(expected[64])
+        assert vs == {27, 28}
 
     def test_tampered_receipt_recovers_someone_else(self) -> None:
         """A receipt changed after signing does not recover the signer."""
