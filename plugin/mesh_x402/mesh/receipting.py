@@ -170,7 +170,11 @@ class MeshReceipts:
 
         Best effort: the payment is already journalled, so a host link that is
         down costs only the early warning to peers (logged), never the request.
+        With no peer in the mesh view (standalone, or a mesh of one) there is
+        nobody to warn: the message, and its signature, are skipped.
         """
+        if not self._view.peers:
+            return
         reservation = gpb.NonceReservation(
             payer=bytes.fromhex(payer[2:]),
             nonce=bytes.fromhex(nonce[2:]),
@@ -268,12 +272,12 @@ class MeshReceipts:
             unverified=list(attribution.unverified),
             credits=[[c.agent_id, str(c.amount)] for c in receipt.credits],
         )
-        if len(self._publishing) < _MAX_PUBLISHING:
+        if self._view.peers and len(self._publishing) < _MAX_PUBLISHING:
             # Off the response path.
             task = asyncio.ensure_future(self._publish(receipt_to_pb(receipt, signature)))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
-        else:  # too many floods under way: this one is dropped, the sync is not
+        else:  # nobody to tell, or too many floods under way: only the sync
             asyncio.get_running_loop().run_in_executor(None, self._sync)
 
     def _sync(self) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,9 @@ class Node:
     outbox: Outbox
 
 
-def make_node(name: str, tmp_path: Path, pricing: PricingConfig = PRICING) -> Node:
+def make_node(
+    name: str, tmp_path: Path, pricing: PricingConfig = PRICING, *, peers: bool = True
+) -> Node:
     journal = Journal.in_state_dir(tmp_path / name)
     store = ReceiptStore(journal)
     counters: Counter[str] = Counter()
@@ -66,7 +69,7 @@ def make_node(name: str, tmp_path: Path, pricing: PricingConfig = PRICING) -> No
     outbox = Outbox()
     view = MeshView(tmp_path / name)
     view.apply(pb.MeshEvent(kind=pb.MeshEvent.KIND_LOCAL_ACCEPTING, local_peer_id=PEERS[name]))
-    for other in ("a", "b"):
+    for other in ("a", "b") if peers else ():
         if other != name:
             peer = pb.MeshPeer(peer_id=PEERS[other], vram_bytes=24 * 2**30, serving_models=["m"])
             view.apply(pb.MeshEvent(kind=pb.MeshEvent.KIND_PEER_UP, peer=peer))
@@ -194,6 +197,44 @@ async def test_the_receipt_leaves_only_after_the_journal_synced_it(
     record = a.journal.get("p1")
     assert record is not None
     assert record.state is PaymentState.CHARGEABLE
+
+
+async def test_a_node_without_peers_signs_its_receipt_and_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standalone, or alone in its mesh: no reservation, no flood (nobody would
+    get them), but the receipt is kept, signed and synced."""
+    alone = make_node("a", tmp_path, peers=False)
+    syncs: list[None] = []
+    real_sync = alone.journal.sync
+
+    def sync() -> None:
+        syncs.append(None)
+        real_sync()
+
+    monkeypatch.setattr(alone.journal, "sync", sync)
+    await alone.receipts.reserve(payer=PAYER, nonce=NONCE, value=100_000, valid_before=2**40)
+    assert alone.journal.claim(payment(), spendable=None, durable=False) is ClaimOutcome.ACCEPTED
+    await alone.receipts.charge(
+        "p1", payer=PAYER, nonce=NONCE, value=100_000, request_id="q1", model="m",
+        prompt_tokens=1000, completion_tokens=2000, charge=5_500,
+    )  # fmt: skip
+    await alone.receipts.aclose()
+    await eventually_true(lambda: bool(syncs))
+    assert alone.outbox.sent == []
+    issued = alone.store.for_payment("p1")
+    assert issued is not None
+    assert recover_signer(issued.receipt_hash, issued.signature) == alone.gossip.address
+    alone.journal.close()
+
+
+async def eventually_true(predicate: Callable[[], bool]) -> None:
+    """Wait (bounded) for a worker thread's effect; not a timing assertion."""
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")
 
 
 async def test_worker_disputes_a_wrong_charge(tmp_path: Path) -> None:
