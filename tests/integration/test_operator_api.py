@@ -26,10 +26,13 @@ from mesh_x402._pb.mesh_x402.v1 import operator_pb2 as pb
 from mesh_x402._pb.mesh_x402.v1 import operator_pb2_grpc as pb_grpc
 from mesh_x402.chain.anvil import Anvil
 from mesh_x402.commands._chain import connect_node
+from mesh_x402.commands._settlement import SettlementRuntime
 from mesh_x402.commands.reconcile import reconciler_for
+from mesh_x402.config import NodeConfig, OperatorConfig
+from mesh_x402.keys import NodeKey
 from mesh_x402.rpc.server import OperatorServer, resolve_listen
 from mesh_x402.rpc.service import NodeIdentity, OperatorService
-from mesh_x402.store.journal import Journal
+from mesh_x402.store.journal import Journal, NewPayment
 from mesh_x402.store.receipts import ReceiptStore
 from settlement_kit import Ledger, SettleWorld, make_world, payer
 
@@ -237,3 +240,35 @@ async def test_without_a_chain_balances_and_reconcile_are_refused(
     for refused in (balances.value, reconcile.value):
         assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert "no chain configured" in (refused.details() or "")
+
+
+async def test_the_runtime_shares_the_gate_journal_and_leaves_it_open(tmp_path: Path) -> None:
+    """`serve` hands the gate's journal to the settlement runtime (one connection,
+    so the reconciler's writes never make SQLite's busy handler sleep on the
+    gate's event loop): the operator API serves what the gate journalled, and
+    closing the runtime leaves the gate its journal."""
+    with tempfile.TemporaryDirectory(prefix="op-") as short:
+        config = NodeConfig(
+            path=tmp_path / "node.toml", operator=OperatorConfig(listen=f"unix:{short}/op.sock")
+        )
+        journal = Journal.in_state_dir(config.state_path)
+        payment = NewPayment(
+            receipt_id="r1", request_id="q1", payer="0x" + "aa" * 20, nonce="0x" + "01" * 32,
+            value=100, valid_after=0, valid_before=2_000_000_000, signature="0x" + "11" * 65,
+            network="eip155:31337", asset="0x" + "bb" * 20, pay_to="0x" + "cc" * 20, model="m",
+            x402_version=2,
+        )  # fmt: skip
+        journal.claim(payment, spendable=None)
+        runtime = SettlementRuntime(
+            config, NodeKey(b"\x01" * 32), view=None, private=lambda: False, journal=journal
+        )
+        await runtime.start()
+        try:
+            async with aio.insecure_channel(f"unix:{short}/op.sock") as channel:
+                stub = pb_grpc.OperatorStub(channel)
+                status = await stub.GetSettlementStatus(pb.GetSettlementStatusRequest())
+        finally:
+            await runtime.aclose()
+        assert journal.get("r1") is not None, "the shared journal is still open"
+        journal.close()
+    assert status.payments["accepted"] == 1

@@ -45,6 +45,11 @@ class SettlementRuntime:
         key: the node key (its address is the operator API's `signer`).
         view: the mesh view under a host (peer id, mesh id); None standalone.
         private: whether the host said the mesh is private (the blackboard's condition).
+        journal: the gate's journal, shared (and left open by `aclose`); None
+            opens one. Sharing matters: the gate writes on its event loop, and
+            a second connection's write transaction makes SQLite's busy
+            handler sleep there (1 ms and more), where the shared one's lock
+            is released the moment the reconciler's transaction ends.
     """
 
     def __init__(
@@ -54,10 +59,12 @@ class SettlementRuntime:
         *,
         view: MeshView | None,
         private: Callable[[], bool],
+        journal: Journal | None = None,
     ) -> None:
         self._config = config
         self._key = key
         self._view = view
+        self._shared_journal = journal
         self._private = private
         self._journal: Journal | None = None
         self._server: OperatorServer | None = None
@@ -71,7 +78,9 @@ class SettlementRuntime:
     async def start(self) -> None:
         """Open the ledger, serve the operator API, and start reconciling in the background."""
         config = self._config
-        journal = await asyncio.to_thread(Journal.in_state_dir, config.state_path)
+        journal = self._shared_journal
+        if journal is None:
+            journal = await asyncio.to_thread(Journal.in_state_dir, config.state_path)
         self._journal = journal
         identity = await asyncio.to_thread(load_identity, config.state_path)
         registry = config.chain.identity_registry or ""
@@ -138,5 +147,5 @@ class SettlementRuntime:
             await self._server.stop(_STOP_GRACE)
         if self._poster is not None:
             await self._poster.aclose()
-        if self._journal is not None:
+        if self._journal is not None and self._journal is not self._shared_journal:
             self._journal.close()

@@ -207,6 +207,7 @@ async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one pla
                     session.initialize_request is not None
                     and session.initialize_request.mesh_visibility == pb.MESH_VISIBILITY_PRIVATE
                 ),
+                stack.journal,
             )
         await link
     except FrameError as exc:
@@ -245,7 +246,7 @@ async def _standalone(config: NodeConfig, key: NodeKey) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    settlement = await _start_settlement(config, key, None, lambda: False)
+    settlement = await _start_settlement(config, key, None, lambda: False, stack.journal)
     await stop.wait()
     await settlement.aclose()
     await http.stop()
@@ -266,6 +267,7 @@ class _AppStack:
         self._key = key
         self._app: ASGIApp | None = None
         self._peering: Peering | None = None
+        self.journal: Journal | None = None  # the gate's, once it is up
 
     async def on_event(self, event: pb.MeshEvent) -> None:
         if self._peering is not None:
@@ -321,7 +323,7 @@ class _AppStack:
             channel.subscribe(self._receive)
         try:
             identity = load_identity(config.state_path)
-            self._app = await open_gate(
+            gate = await open_gate(
                 config,
                 agent_id=None if identity is None else identity.agent_id,
                 receipts=None if layer is None else layer.attach,
@@ -330,6 +332,8 @@ class _AppStack:
         except (ConfigError, KeyFileError, ChainError) as exc:
             _log.error(Event.SERVE_FAILED, reason=f"payment gate unavailable: {exc}")
             return self._app
+        self._app = gate
+        self.journal = gate.journal
         self._peering = layer
         return self._app
 
@@ -360,14 +364,19 @@ class _AppStack:
 
 
 async def _start_settlement(
-    config: NodeConfig, key: NodeKey, view: MeshView | None, private: Callable[[], bool]
+    config: NodeConfig,
+    key: NodeKey,
+    view: MeshView | None,
+    private: Callable[[], bool],
+    journal: Journal | None,
 ) -> SettlementRuntime:
     """The reconciler loop, operator API and blackboard (imported now, in a thread: grpc
-    and web3 are slow to import and the host link must keep answering)."""
+    and web3 are slow to import and the host link must keep answering), on the
+    gate's journal when there is a gate."""
     await asyncio.to_thread(importlib.import_module, "mesh_x402.commands._settlement")
     from mesh_x402.commands._settlement import SettlementRuntime  # noqa: PLC0415
 
-    runtime = SettlementRuntime(config, key, view=view, private=private)
+    runtime = SettlementRuntime(config, key, view=view, private=private, journal=journal)
     await runtime.start()
     return runtime
 

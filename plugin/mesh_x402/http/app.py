@@ -27,7 +27,7 @@ from mesh_x402.http.context import GateContext
 from mesh_x402.http.paywall import Paywall, json_response
 from mesh_x402.http.server import Receive, Scope, Send
 from mesh_x402.http.upstream import UpstreamError
-from mesh_x402.store.journal import PaymentRecord
+from mesh_x402.store.journal import Journal, PaymentRecord
 
 __all__ = ["PAID_PATHS", "GateApp", "GateContext", "build_app", "strip_binding_prefix"]
 
@@ -90,6 +90,11 @@ class GateApp:
     def __init__(self, ctx: GateContext) -> None:
         self._ctx = ctx
         self._paywall = Paywall(ctx)
+
+    @property
+    def journal(self) -> Journal:
+        """The gate's journal, for the rest of the node to share (it stays the gate's)."""
+        return self._ctx.journal
 
     async def aclose(self) -> None:
         """Finish queued journal writes, close the upstream pool and the journal."""
