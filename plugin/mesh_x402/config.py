@@ -153,6 +153,12 @@ class SettlementConfig(_Section):
     mode: Literal["deferred", "immediate"] = "deferred"
     batch_size: int = Field(default=50, gt=0, le=500)
     interval_seconds: float = Field(default=10.0, gt=0)
+    idle_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="A pass that falls due while paid requests are being served waits "
+        "until the gate has been idle for 0.5 s, at most this long (0: never waits).",
+    )
 
 
 class ReceiptsConfig(_Section):

@@ -67,6 +67,7 @@ from mesh_x402.store.settlements import (
 __all__ = [
     "DEFAULT_BACKOFF",
     "LOCK_FILE",
+    "QUIET_SECONDS",
     "Backoff",
     "BatchReport",
     "CreditCheck",
@@ -76,6 +77,8 @@ __all__ = [
 ]
 
 LOCK_FILE: Final = "reconcile.lock"
+# The gate idle this long is a quiet moment for a due pass (`run_forever`).
+QUIET_SECONDS: Final = 0.5
 _RECEIPT_PAGE: Final = 500
 
 _log = get_logger("chain")
@@ -251,6 +254,16 @@ def _entry(receipt: SettleableReceipt) -> BatchEntry:
     )
 
 
+async def _quiet_moment(idle_seconds: Callable[[], float], limit: float) -> None:
+    """Return once the gate has been idle for QUIET_SECONDS, or after `limit` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    # Polled, not awaited on an Event: the gate starts and ends a request every
+    # few ms under load, and signalling each would cost every request.
+    while (idle := idle_seconds()) < QUIET_SECONDS and (left := deadline - loop.time()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(min(QUIET_SECONDS - idle, left))
+
+
 class Reconciler:
     """Settles this node's chargeable payments and checks its credits.
 
@@ -383,9 +396,26 @@ class Reconciler:
             )
         return Settlement(ok=False, transaction="", deferred=True)
 
-    async def run_forever(self, interval: float) -> None:
-        """Reconcile every `interval` seconds until cancelled (the task inside `serve`)."""
+    async def run_forever(
+        self,
+        interval: float,
+        *,
+        idle_seconds: Callable[[], float] | None = None,
+        idle_wait: float = 0.0,
+    ) -> None:
+        """Reconcile every `interval` seconds until cancelled (the task inside `serve`).
+
+        Args:
+            interval: seconds between the end of a pass and the next.
+            idle_seconds: how long the gate has been idle (`http.activity`);
+                a due pass first waits until that reaches `QUIET_SECONDS`,
+                for at most `idle_wait` seconds, so that settling does not
+                slow the requests being served (it shares their CPU and GIL).
+            idle_wait: the longest a pass waits for a quiet moment; 0: none.
+        """
         while True:
+            if idle_seconds is not None and idle_wait > 0:
+                await _quiet_moment(idle_seconds, idle_wait)
             try:
                 await self.run_once()
             except Exception as exc:  # noqa: BLE001 - the loop outlives one bad pass

@@ -21,6 +21,7 @@ from mesh_x402.commands._chain import connect_node
 from mesh_x402.commands.reconcile import reconciler_for
 from mesh_x402.config import NodeConfig
 from mesh_x402.errors import ChainError, ConfigError, KeyFileError, RpcUnavailable
+from mesh_x402.http.activity import Activity
 from mesh_x402.keys import NodeKey
 from mesh_x402.log import Event, get_logger
 from mesh_x402.mesh.blackboard import BlackboardPoster
@@ -50,6 +51,8 @@ class SettlementRuntime:
             a second connection's write transaction makes SQLite's busy
             handler sleep there (1 ms and more), where the shared one's lock
             is released the moment the reconciler's transaction ends.
+        activity: the gate's, so a due pass waits for a quiet moment
+            (`settlement.idle_wait_seconds`); None: passes never wait.
     """
 
     def __init__(
@@ -60,11 +63,13 @@ class SettlementRuntime:
         view: MeshView | None,
         private: Callable[[], bool],
         journal: Journal | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self._config = config
         self._key = key
         self._view = view
         self._shared_journal = journal
+        self._activity = activity
         self._private = private
         self._journal: Journal | None = None
         self._server: OperatorServer | None = None
@@ -135,7 +140,12 @@ class SettlementRuntime:
         on_batch = self._poster.on_batch if self._poster is not None else None
         reconciler = reconciler_for(node, journal, on_batch=on_batch)
         service.reconciler = reconciler
-        await reconciler.run_forever(config.settlement.interval_seconds)
+        activity = self._activity
+        await reconciler.run_forever(
+            config.settlement.interval_seconds,
+            idle_seconds=None if activity is None else activity.idle_seconds,
+            idle_wait=config.settlement.idle_wait_seconds,
+        )
 
     async def aclose(self) -> None:
         """Stop the loop (a pass in a worker thread finishes on its own), the API, the ledger."""

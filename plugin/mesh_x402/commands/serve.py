@@ -43,6 +43,7 @@ from mesh_x402.mesh.view import MeshView
 if TYPE_CHECKING:
     from mesh_x402.commands._settlement import SettlementRuntime
     from mesh_x402.core.ports import Settler
+    from mesh_x402.http.activity import Activity
     from mesh_x402.http.server import ASGIApp, HttpServer
     from mesh_x402.mesh.channels import ChannelMessage
     from mesh_x402.mesh.peering import Peering
@@ -207,7 +208,8 @@ async def _hosted(  # noqa: PLR0915 - the session's wiring reads best in one pla
                     session.initialize_request is not None
                     and session.initialize_request.mesh_visibility == pb.MESH_VISIBILITY_PRIVATE
                 ),
-                stack.journal,
+                journal=stack.journal,
+                activity=stack.activity,
             )
         await link
     except FrameError as exc:
@@ -246,7 +248,9 @@ async def _standalone(config: NodeConfig, key: NodeKey) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    settlement = await _start_settlement(config, key, None, lambda: False, stack.journal)
+    settlement = await _start_settlement(
+        config, key, None, lambda: False, journal=stack.journal, activity=stack.activity
+    )
     await stop.wait()
     await settlement.aclose()
     await http.stop()
@@ -268,6 +272,7 @@ class _AppStack:
         self._app: ASGIApp | None = None
         self._peering: Peering | None = None
         self.journal: Journal | None = None  # the gate's, once it is up
+        self.activity: Activity | None = None  # likewise
 
     async def on_event(self, event: pb.MeshEvent) -> None:
         if self._peering is not None:
@@ -334,6 +339,7 @@ class _AppStack:
             return self._app
         self._app = gate
         self.journal = gate.journal
+        self.activity = gate.activity
         self._peering = layer
         return self._app
 
@@ -368,15 +374,19 @@ async def _start_settlement(
     key: NodeKey,
     view: MeshView | None,
     private: Callable[[], bool],
+    *,
     journal: Journal | None,
+    activity: Activity | None,
 ) -> SettlementRuntime:
     """The reconciler loop, operator API and blackboard (imported now, in a thread: grpc
     and web3 are slow to import and the host link must keep answering), on the
-    gate's journal when there is a gate."""
+    gate's journal and pacing itself by the gate's activity when there is a gate."""
     await asyncio.to_thread(importlib.import_module, "mesh_x402.commands._settlement")
     from mesh_x402.commands._settlement import SettlementRuntime  # noqa: PLC0415
 
-    runtime = SettlementRuntime(config, key, view=view, private=private, journal=journal)
+    runtime = SettlementRuntime(
+        config, key, view=view, private=private, journal=journal, activity=activity
+    )
     await runtime.start()
     return runtime
 

@@ -23,6 +23,7 @@ from typing import Any, Final
 from mesh_x402.config import Price
 from mesh_x402.core.pricing import price_for
 from mesh_x402.errors import ConfigError
+from mesh_x402.http.activity import Activity
 from mesh_x402.http.context import GateContext
 from mesh_x402.http.paywall import Paywall, json_response
 from mesh_x402.http.server import Receive, Scope, Send
@@ -95,6 +96,11 @@ class GateApp:
     def journal(self) -> Journal:
         """The gate's journal, for the rest of the node to share (it stays the gate's)."""
         return self._ctx.journal
+
+    @property
+    def activity(self) -> Activity:
+        """When the gate last served a paid request (the reconciler waits for a lull)."""
+        return self._paywall.activity
 
     async def aclose(self) -> None:
         """Finish queued journal writes, close the upstream pool and the journal."""

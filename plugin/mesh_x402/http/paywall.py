@@ -94,6 +94,7 @@ from mesh_x402.core.requirements import (
     v1_network,
 )
 from mesh_x402.core.verify import Reason, VerifiedPayment, verify_payment
+from mesh_x402.http.activity import Activity
 from mesh_x402.http.context import GateContext
 from mesh_x402.http.server import Message, Receive, Scope, Send
 from mesh_x402.http.upstream import UpstreamError, UpstreamResponse
@@ -213,6 +214,7 @@ class Paywall:
     def __init__(self, ctx: GateContext) -> None:
         self._ctx = ctx
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self.activity = Activity()
 
     def close(self) -> None:
         """Stop the journal writer thread after the writes already queued."""
@@ -326,6 +328,13 @@ class Paywall:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Answer one request on a paid route (`path` is the route, prefix removed)."""
+        self.activity.started()
+        try:
+            await self._serve(scope, receive, send, path)
+        finally:
+            self.activity.finished()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         ctx = self._ctx
         headers: dict[str, str] = {}
         for name, value in scope.get("headers", ()):

@@ -27,6 +27,8 @@ MODULES = [
     "mesh_x402.http.context",
     "mesh_x402.http.balances",
     "mesh_x402.http.gate",
+    "mesh_x402.http.activity",
+    "mesh_x402.http.h1_client",
 ]
 
 
