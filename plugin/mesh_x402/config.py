@@ -156,8 +156,9 @@ class SettlementConfig(_Section):
     idle_wait_seconds: float = Field(
         default=60.0,
         ge=0,
-        description="A pass that falls due while paid requests are being served waits "
-        "until the gate has been idle for 0.5 s, at most this long (0: never waits).",
+        description="A pass that falls due while paid requests are being served, and each "
+        "of its batches, waits until the gate has been idle for 0.5 s; for at most this long "
+        "in all (0: never waits). Not in mode immediate.",
     )
 
 

@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -402,6 +403,41 @@ class TestSettle:
         again = await asyncio.to_thread(reconciler.check_credits)
         assert again == report.credit
         assert asked == [pending_hash]
+
+
+class TestPacing:
+    async def test_a_pass_pauses_between_batches_while_the_gate_is_busy(
+        self, anvil: Anvil, tmp_path: Path, ledger: Ledger
+    ) -> None:
+        """5 payments in batches of 2: the gate turns busy once the pass has begun;
+        the pass stops after the batch under way and goes on once the gate is quiet."""
+        world = make_world(anvil, tmp_path / "node", batch_size=2)
+        journal, receipts = ledger(world.state_dir)
+        alice = payer(3)
+        world.fund(alice)
+        for _ in range(5):
+            world.pay(receipts, journal, alice, value=1_000, charge=900)
+        asked = 0
+        quiet = threading.Event()
+
+        def idle_seconds() -> float:  # quiet for the pass's start, then busy until told
+            nonlocal asked
+            asked += 1
+            return 10.0 if asked == 1 or quiet.is_set() else 0.0
+
+        loop = asyncio.ensure_future(
+            _reconciler(world, journal).run_forever(0.05, idle_seconds=idle_seconds, idle_wait=60)
+        )
+        try:
+            await _poll(lambda: journal.count(PaymentState.SETTLED) == 2)
+            await _poll(lambda: asked >= 3)  # it asked before the next batch, and again
+            assert journal.count(PaymentState.SETTLED) == 2
+            quiet.set()
+            await _poll(lambda: journal.count(PaymentState.SETTLED) == 5)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+        assert set(_settled_events(world).values()) == {1}
 
 
 class TestCrashRecovery:

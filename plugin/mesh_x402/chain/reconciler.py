@@ -254,14 +254,27 @@ def _entry(receipt: SettleableReceipt) -> BatchEntry:
     )
 
 
-async def _quiet_moment(idle_seconds: Callable[[], float], limit: float) -> None:
-    """Return once the gate has been idle for QUIET_SECONDS, or after `limit` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    # Polled, not awaited on an Event: the gate starts and ends a request every
-    # few ms under load, and signalling each would cost every request.
-    while (idle := idle_seconds()) < QUIET_SECONDS and (left := deadline - loop.time()) > 0:  # noqa: ASYNC110
-        await asyncio.sleep(min(QUIET_SECONDS - idle, left))
+class _Pacer:
+    """How long one pass may still wait for the gate to be quiet (`run_forever`).
+
+    Asked before the pass and before each of its batches: settling shares the
+    node's CPU and GIL with the requests being served. The budget bounds the
+    whole pass, so a gate that is never quiet still gets settled.
+    """
+
+    def __init__(self, idle_seconds: Callable[[], float], budget: float) -> None:
+        self._idle_seconds = idle_seconds  # read from the pass's worker thread too
+        self._budget = budget
+
+    def delay(self) -> float:
+        """Seconds to wait before the next step: 0 once the gate has been idle for
+        QUIET_SECONDS, or once the budget is spent."""
+        idle = self._idle_seconds()
+        if idle >= QUIET_SECONDS or self._budget <= 0:
+            return 0.0
+        step = min(QUIET_SECONDS - idle, self._budget)
+        self._budget -= step
+        return step
 
 
 class Reconciler:
@@ -324,7 +337,7 @@ class Reconciler:
 
     # -- the loop ---------------------------------------------------------------
 
-    async def run_once(self) -> ReconcileReport:
+    async def run_once(self, *, pacer: _Pacer | None = None) -> ReconcileReport:
         """One full pass, retried with back-off while the RPC does not answer.
 
         Never raises for chain trouble: the report's `error` says what stopped
@@ -336,7 +349,7 @@ class Reconciler:
             while True:
                 report.attempts += 1
                 try:
-                    await asyncio.to_thread(self._pass, report)
+                    await asyncio.to_thread(self._pass, report, pacer)
                 except RpcUnavailable as exc:
                     limit = self._backoff.attempts
                     if limit is not None and report.attempts >= limit:
@@ -408,16 +421,22 @@ class Reconciler:
         Args:
             interval: seconds between the end of a pass and the next.
             idle_seconds: how long the gate has been idle (`http.activity`);
-                a due pass first waits until that reaches `QUIET_SECONDS`,
-                for at most `idle_wait` seconds, so that settling does not
-                slow the requests being served (it shares their CPU and GIL).
-            idle_wait: the longest a pass waits for a quiet moment; 0: none.
+                a due pass, and each of its batches, first waits until that
+                reaches `QUIET_SECONDS`, so that settling does not slow the
+                requests being served (it shares their CPU and GIL).
+            idle_wait: the longest a pass waits for quiet moments, in all; 0:
+                it never waits.
         """
         while True:
+            pacer = None
             if idle_seconds is not None and idle_wait > 0:
-                await _quiet_moment(idle_seconds, idle_wait)
+                pacer = _Pacer(idle_seconds, idle_wait)
+                # Polled, not awaited on an Event: the gate starts and ends a
+                # request every few ms under load; signalling each costs them all.
+                while delay := pacer.delay():  # noqa: ASYNC110
+                    await asyncio.sleep(delay)
             try:
-                await self.run_once()
+                await self.run_once(pacer=pacer)
             except Exception as exc:  # noqa: BLE001 - the loop outlives one bad pass
                 # A bug or a local fault (e.g. the disk): say so and try again next
                 # interval; everything the pass committed is consistent on its own.
@@ -437,7 +456,7 @@ class Reconciler:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def _pass(self, report: ReconcileReport) -> None:
+    def _pass(self, report: ReconcileReport, pacer: _Pacer | None) -> None:
         with self._exclusive():
             # Payments not to try again in this pass: a retry outcome, or a batch
             # that reverted (sending the same items again at once would only
@@ -446,7 +465,12 @@ class Reconciler:
             for batch in self._store.open_batches():
                 self._resolve(batch, report, retrying)
                 report.resumed += 1
+            first = True
             while True:
+                if pacer is not None and not first:
+                    while delay := pacer.delay():
+                        time.sleep(delay)  # this worker thread only
+                first = False
                 wanted = self._batch_size + len(retrying)
                 candidates = [
                     r for r in self._receipts.settleable(wanted) if r.payment_id not in retrying

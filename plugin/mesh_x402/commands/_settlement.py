@@ -51,8 +51,9 @@ class SettlementRuntime:
             a second connection's write transaction makes SQLite's busy
             handler sleep there (1 ms and more), where the shared one's lock
             is released the moment the reconciler's transaction ends.
-        activity: the gate's, so a due pass waits for a quiet moment
-            (`settlement.idle_wait_seconds`); None: passes never wait.
+        activity: the gate's, so a due pass waits for quiet moments
+            (`settlement.idle_wait_seconds`, not in mode immediate); None:
+            passes never wait.
     """
 
     def __init__(
@@ -140,7 +141,9 @@ class SettlementRuntime:
         on_batch = self._poster.on_batch if self._poster is not None else None
         reconciler = reconciler_for(node, journal, on_batch=on_batch)
         service.reconciler = reconciler
-        activity = self._activity
+        # Not in mode immediate: a pass holds the state folder's reconcile lock,
+        # which the gate's own settlements (a client waiting) must not wait for.
+        activity = None if config.settlement.mode == "immediate" else self._activity
         await reconciler.run_forever(
             config.settlement.interval_seconds,
             idle_seconds=None if activity is None else activity.idle_seconds,

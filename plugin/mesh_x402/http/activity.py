@@ -4,9 +4,11 @@ Settling costs the node CPU (encoding and signing a batch, and, on a local
 chain, executing it on the same cores) and, inside this process, the GIL.
 A reconciliation pass that runs while paid requests are being served makes
 each of them wait: about 1 ms a request on the development VMs. So the
-reconciler's loop asks `idle_seconds` before a pass and waits, for a bounded
-time, for a quiet moment (`chain/reconciler.py`, `Reconciler.run_forever`).
-Only the event loop calls these methods: no lock.
+reconciler's loop asks `idle_seconds` before a pass and before each of its
+batches, and waits, for a bounded time, for a quiet moment
+(`chain/reconciler.py`, `Reconciler.run_forever`). Only the event loop
+changes the counts; the pass's worker thread only reads them (no lock: a
+read of an int or a float is atomic).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class CountingPasses(Reconciler):
         self.activity = activity
         self.idle_at_passes: list[float] = []
 
-    async def run_once(self) -> None:  # type: ignore[override]
+    async def run_once(self, *, pacer: object = None) -> None:  # type: ignore[override]
         self.idle_at_passes.append(self.activity.idle_seconds())
 
 
