@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 from eth_account import Account
@@ -9,6 +11,7 @@ from mesh_x402.config import NodeConfig, UpstreamConfig
 from mesh_x402.core.ports import ReceiptIssuer, TokenDomain
 from mesh_x402.devnet.fake_upstream import FakeUpstream
 from mesh_x402.http.app import GateApp, GateContext, build_app
+from mesh_x402.http.server import Message
 from mesh_x402.http.upstream import UpstreamClient
 from mesh_x402.store.journal import Journal
 
@@ -44,3 +47,39 @@ def paywall_app(
             receipts=receipts,
         )
     )
+
+
+async def call_app(
+    app: GateApp, body: dict[str, object], headers: dict[str, str], sent: list[Message]
+) -> None:
+    """One request straight through the ASGI app, recording in `sent` every message
+    the app sent (also when the app raises)."""
+    content = json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "query_string": b"",
+        "scheme": "http",
+        "headers": [
+            (b"host", b"node"),
+            (b"content-type", b"application/json"),
+            *((name.encode(), value.encode()) for name, value in headers.items()),
+        ],
+    }
+    inbound = [{"type": "http.request", "body": content, "more_body": False}]
+    done = asyncio.Event()
+
+    async def receive() -> Message:
+        if inbound:
+            return inbound.pop()
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()

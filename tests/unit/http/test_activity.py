@@ -16,7 +16,7 @@ from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.http.activity import Activity
 from mesh_x402.http.server import Message
 from mesh_x402.store.journal import Journal
-from paywall_kit import PAY_TO, PAYER, TOKEN, paywall_app
+from paywall_kit import PAY_TO, PAYER, TOKEN, call_app, paywall_app
 
 BODY = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
@@ -57,46 +57,23 @@ async def test_a_paid_request_is_activity_until_it_is_answered(
     journal = Journal(tmp_path / "state" / "journal.sqlite3")
     app = paywall_app(tmp_path, journal, upstream)
     try:
-        quoted = await _call(app, [])
+        quoted: list[Message] = []
+        await call_app(app, BODY, {}, quoted)
         amount = int(json.loads(quoted[-1]["body"])["accepts"][0]["maxAmountRequired"])
         requirements = build_requirements(TOKEN, PAY_TO, amount)
         header = encode_header(sign_payment(PAYER, requirements, TOKEN, now=int(time.time())))
-        paying = asyncio.ensure_future(_call(app, [(b"payment-signature", header.encode())]))
+        sent: list[Message] = []
+        paying = asyncio.ensure_future(call_app(app, BODY, {"payment-signature": header}, sent))
         for _ in range(500):  # bounded: until the fake upstream has the request
             if upstream.requests:
                 break
             await asyncio.sleep(0.01)
         assert app.activity.idle_seconds() == 0.0
-        sent = await paying
+        await paying
         assert sent[0]["status"] == 200
         assert app.activity.idle_seconds() > 0.0
     finally:
         await app.aclose()
-
-
-async def _call(app: object, headers: list[tuple[bytes, bytes]]) -> list[Message]:
-    scope = {
-        "type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
-        "scheme": "http", "headers": [(b"host", b"node"), *headers],
-    }  # fmt: skip
-    inbound = [{"type": "http.request", "body": json.dumps(BODY).encode(), "more_body": False}]
-    done = asyncio.Event()
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        if inbound:
-            return inbound.pop()
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    try:
-        await app(scope, receive, send)  # type: ignore[operator]
-    finally:
-        done.set()
-    return sent
 
 
 class CountingPasses(Reconciler):

@@ -9,7 +9,6 @@ upstream.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -24,7 +23,7 @@ from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.http.app import GateApp
 from mesh_x402.http.server import Message
 from mesh_x402.store.journal import Journal, PaymentState
-from paywall_kit import PAY_TO, PAYER, TOKEN, paywall_app
+from paywall_kit import PAY_TO, PAYER, TOKEN, call_app, paywall_app
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
@@ -66,54 +65,18 @@ async def gate(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[tuple[Ga
     await app.aclose()
 
 
-async def _call(
-    app: GateApp, body: dict[str, object], headers: dict[str, str], sent: list[Message]
-) -> None:
-    """One request straight through the ASGI app, recording in `sent` every message
-    the app sent (also when the app raises)."""
-    content = json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "query_string": b"",
-        "scheme": "http",
-        "headers": [
-            (b"host", b"node"),
-            (b"content-type", b"application/json"),
-            *((name.encode(), value.encode()) for name, value in headers.items()),
-        ],
-    }
-    inbound = [{"type": "http.request", "body": content, "more_body": False}]
-    done = asyncio.Event()
-
-    async def receive() -> Message:
-        if inbound:
-            return inbound.pop()
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    try:
-        await app(scope, receive, send)
-    finally:
-        done.set()
-
-
 async def _pay(
     app: GateApp, journal: HeldSyncs, body: dict[str, object], nonce: str, sent: list[Message]
 ) -> None:
     """Pay for `body` with a fresh authorization; the journal holds the claim's commit."""
     quoted: list[Message] = []
-    await _call(app, body, {}, quoted)
+    await call_app(app, body, {}, quoted)
     required = json.loads(quoted[-1]["body"])
     amount = int(required["accepts"][0]["maxAmountRequired"])
     requirements = build_requirements(TOKEN, PAY_TO, amount)
     payload = sign_payment(PAYER, requirements, TOKEN, now=int(time.time()), nonce=nonce)
     journal.hold = True
-    await _call(app, body, {"payment-signature": encode_header(payload)}, sent)
+    await call_app(app, body, {"payment-signature": encode_header(payload)}, sent)
 
 
 async def test_the_request_goes_upstream_while_the_claim_syncs(
