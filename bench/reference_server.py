@@ -58,7 +58,13 @@ def build_app(args: argparse.Namespace) -> FastAPI:
         )
     }
     app = FastAPI()
-    upstream = httpx.AsyncClient(base_url=args.upstream, timeout=60, trust_env=False)
+    # Idle connections dropped after 2 s, before the fake API's own 5 s (see load.client).
+    upstream = httpx.AsyncClient(
+        base_url=args.upstream,
+        timeout=60,
+        trust_env=False,
+        limits=httpx.Limits(keepalive_expiry=2.0),
+    )
     app.middleware("http")(payment_middleware(routes, server))
 
     @app.post("/v1/chat/completions")
