@@ -22,6 +22,11 @@ wait on the disk and would pay two thread hops per write otherwise (about
 thread (http/paywall.py says what waits for it). Autocheckpoints are off on
 the shared connection for the same reason: a checkpoint copies and fsyncs
 megabytes, and would run inside whichever commit crossed the threshold.
+A write on the event loop still waits for another writer's transaction: the
+node's own threads share the gate's journal, lock and connection (serve
+hands it to the reconciler), so they hold it for their SQL only; another
+process writing the file (a `mesh-x402 reconcile` run beside serve) makes it
+wait in SQLite's busy handler for that process's transaction.
 
 Replay safety is one atomic statement: `claim` inserts the payment keyed by
 (payer, nonce) with `ON CONFLICT DO NOTHING`, and the same statement checks
