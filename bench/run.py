@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import base64
 import bisect
+import importlib.util
 import json
 import os
 import platform
@@ -791,6 +792,11 @@ def main() -> None:
         "settling the previous phases' payments in the background costs the requests",
     )
     args = parser.parse_args()
+    if importlib.util.find_spec("fastapi") is None:
+        parser.error(
+            "the reference server needs FastAPI, from the bench extra: "
+            ".venv/bin/pip install -e '.[bench]' (./demo.sh installs the plugin alone)"
+        )
     if args.settle_interval is not None and args.settle_interval <= 0:
         parser.error("--settle-interval must be above 0")
     reps = args.reps if args.reps is not None else (1 if args.quick else 5)
