@@ -1,9 +1,9 @@
 """The gate's app under plain uvicorn, in a process of its own (`run.py --gate uvicorn`).
 
 The same app `mesh-x402 serve` builds (`open_gate` on the same node.toml),
-served by uvicorn's h11 protocol on a TCP listener created with
-IPPROTO_TCP, so asyncio sets TCP_NODELAY on every accepted connection (as
-the integration tests' server does). Comparing it with `--gate serve` shows
+served by uvicorn's h11 protocol on the serve command's own TCP listener
+(`bind_tcp`: TCP_NODELAY on every accepted connection, as in the
+integration tests' server). Comparing it with `--gate serve` shows
 what the serve command's own HTTP layer adds.
 
     python bench/gate_server.py --config node.toml

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import httpx
 import uvicorn
+from mesh_x402.http.server import bind_tcp
 
 
 class Proc:
@@ -120,17 +121,14 @@ async def serve_until_stdin_closes(app: Any) -> None:
     """The helper side: serve an ASGI app on a free 127.0.0.1 port, print
     `READY <url>`, and stop once stdin closes (the benchmark ended or died).
 
-    uvicorn's h11 protocol on a listener created with IPPROTO_TCP, so asyncio
-    sets TCP_NODELAY on every accepted connection. An idle connection is kept
+    uvicorn's h11 protocol on the gate's own listener (`bind_tcp`), so every
+    accepted connection has TCP_NODELAY. An idle connection is kept
     75 s, longer than any client here keeps one (web3's requests session in
     the reference keeps them for ever): a server that closes first races the
     client's next request on that connection, which then fails for nothing
     the benchmark measures.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
+    sock = bind_tcp("127.0.0.1", 0)
     config = uvicorn.Config(
         app,
         http="h11",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from mesh_x402.devnet.fake_upstream import FakeModel, FakeUpstream
 from mesh_x402.errors import ConfigError
 from mesh_x402.http.app import GateApp
 from mesh_x402.http.gate import open_gate
-from mesh_x402.http.server import HttpServer
+from mesh_x402.http.server import HttpServer, bind_tcp
 from mesh_x402.store.journal import Journal, NewPayment, PaymentState
 from x402 import x402Client
 from x402.http.clients.httpx import x402AsyncTransport
@@ -165,17 +164,12 @@ class _Uvicorn:
     """
 
     def __init__(self, app: GateApp) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket = bind_tcp("127.0.0.1", 0)
         config = uvicorn.Config(app, http="h11", lifespan="off", log_config=None, access_log=False)
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
-        # Accepted sockets inherit TCP_NODELAY: without it a response written as
-        # head + body waits ~40 ms for the client's delayed ACK.
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen(128)
         self._task = asyncio.ensure_future(self._server.serve(sockets=[self._socket]))
         port: int = self._socket.getsockname()[1]
         return port

@@ -34,6 +34,7 @@ from typing import Any, Final
 import uvicorn
 
 from mesh_x402.core.metering import estimate_tokens, loads_bounded, prompt_text
+from mesh_x402.http.server import bind_tcp
 
 __all__ = [
     "FAILURES",
@@ -480,13 +481,7 @@ class FakeUpstream:
 
     def start(self) -> str:
         """Bind a free port, start serving, and return the base URL."""
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only
-        # when the listener says so, and without it Nagle + delayed ACK add ~40 ms
-        # to every answer whose head and body go out in separate writes.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
+        sock = bind_tcp("127.0.0.1", 0)
         self._socket = sock
         port = sock.getsockname()[1]
         config = uvicorn.Config(

@@ -47,6 +47,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "bind_tcp",
     "limit_response_heads",
 ]
 
@@ -244,13 +245,18 @@ def _bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def _bind_tcp(host: str, port: int) -> socket.socket:
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free one.
+
+    Every accepted connection inherits TCP_NODELAY from it: without that a
+    response written as head then body waits ~40 ms for the client's delayed
+    ACK (Nagle). The test and benchmark servers listen through this too, so
+    what they measure is what `serve` does.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit this. Without it a response written as
-        # head then body waits ~40 ms for the client's delayed ACK (Nagle).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
@@ -294,7 +300,7 @@ class HttpServer:
         Raises:
             OSError: the address cannot be bound.
         """
-        sock = _bind_tcp(host, port)
+        sock = bind_tcp(host, port)
         self._sockets.append(sock)
         bound: tuple[str, int] = sock.getsockname()[:2]
         _log.info(Event.HTTP_LISTENING, tcp=f"{bound[0]}:{bound[1]}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mesh_x402.http.placeholder import placeholder_app
-from mesh_x402.http.server import ASGIApp, HttpServer, Receive, Scope, Send, _bind_tcp
+from mesh_x402.http.server import ASGIApp, HttpServer, Receive, Scope, Send, bind_tcp
 from structlog.testing import capture_logs
 
 WAIT = 10.0
@@ -196,7 +196,7 @@ class TestGateway:
     def test_gateway_sockets_disable_nagle(self):
         """Head and body leave at once instead of waiting ~40 ms for a delayed ACK:
         the listening socket sets TCP_NODELAY, which accepted sockets inherit."""
-        listener = _bind_tcp("127.0.0.1", 0)
+        listener = bind_tcp("127.0.0.1", 0)
         try:
             client = socket.create_connection(listener.getsockname()[:2])
             accepted, _ = listener.accept()
