@@ -38,6 +38,13 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("long" if _long_mode(config) else "ci")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _long_mode(config):
+        # The long mode's kill loops and example counts run for as long as they need.
+        for item in items:
+            item.add_marker(pytest.mark.timeout(0))
+
+
 @pytest.fixture(scope="session")
 def long_run(pytestconfig: pytest.Config) -> bool:
     """True in the long mode (`--long` or MESH_X402_LONG=1)."""

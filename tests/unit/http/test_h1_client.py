@@ -21,15 +21,18 @@ class ScriptedServer:
         self.connections = 0
         self.url = ""
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> ScriptedServer:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
+            self._open.add(writer)
             try:
                 await self.script(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError):
                 pass
             finally:
+                self._open.discard(writer)
                 writer.close()
 
         self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -40,6 +43,10 @@ class ScriptedServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        # Since Python 3.12 wait_closed also waits for every accepted connection,
+        # and a kept-alive one ends only when the pool closes it, after the test.
+        for writer in self._open:
+            writer.transport.abort()
         await self._server.wait_closed()
 
 
