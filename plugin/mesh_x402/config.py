@@ -116,6 +116,12 @@ class ChainConfig(_Section):
     chain_id: int = Field(default=31337, gt=0)
     token: str | None = Field(default=None, description="EIP-3009 token (USDC) address.")
     settlement: str | None = Field(default=None, description="MeshSettlement address (payTo).")
+    settlement_block: int = Field(
+        default=0,
+        ge=0,
+        description="Block the settlement contract was deployed in; its event scans "
+        "(settled payments, withdrawals) start there.",
+    )
     identity_registry: str | None = Field(default=None, description="ERC-8004 IdentityRegistry.")
     confirmations: int = Field(default=1, ge=0)
 

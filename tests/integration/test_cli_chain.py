@@ -253,6 +253,8 @@ class TestNodeLifecycle:
         node_config = load_config(config)
         deployed = json.loads(deployment.read_text())
         assert node_config.chain.settlement == deployed["settlement"]
+        # Event scans (settled payments, withdrawals) start at the deployment's block.
+        assert node_config.chain.settlement_block == deployed["deployedAt"] > 0
         assert node_config.chain.token == deployed["token"]
         assert node_config.chain.identity_registry == deployed["identityRegistry"]
         assert (node_config.chain.chain_id, node_config.chain.rpc) == (31337, anvil.url)

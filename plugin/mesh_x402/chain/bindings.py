@@ -242,6 +242,12 @@ class SettlementBinding(_Binding):
 
     artifact = "MeshSettlement"
 
+    def __init__(self, client: ChainClient, address: str, *, from_block: int = 0) -> None:
+        super().__init__(client, address)
+        # Event scans start at the contract's deployment block: a public chain's
+        # RPC refuses, or times out on, a log query from block 0.
+        self.from_block = from_block
+
     @functools.cached_property
     def _settle_signature(self) -> tuple[bytes, list[str]]:
         """`settle`'s selector and argument types, read from the ABI once."""
@@ -298,7 +304,8 @@ class SettlementBinding(_Binding):
         logs = self.client.run(
             "eth_getLogs PaymentSettled",
             lambda: self.contract.events.PaymentSettled().get_logs(
-                from_block=0, argument_filters={"receiptHash": receipt_hash, "payer": payer}
+                from_block=self.from_block,
+                argument_filters={"receiptHash": receipt_hash, "payer": payer},
             ),
         )
         for log in logs:
@@ -313,7 +320,7 @@ class SettlementBinding(_Binding):
         logs = self.client.run(
             "eth_getLogs Withdrawn",
             lambda: self.contract.events.Withdrawn().get_logs(
-                from_block=0, argument_filters={"agentId": agent_id}
+                from_block=self.from_block, argument_filters={"agentId": agent_id}
             ),
         )
         return sum(int(log["args"]["amount"]) for log in logs)

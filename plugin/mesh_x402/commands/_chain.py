@@ -136,7 +136,7 @@ def connect_node(config_path: Path) -> NodeChain:
         account=account,
         token=TokenBinding(client, token),
         registry=IdentityRegistryBinding(client, registry),
-        settlement=SettlementBinding(client, settlement),
+        settlement=SettlementBinding(client, settlement, from_block=chain.settlement_block),
     )
     wired = (node.settlement.token(), node.settlement.identity_registry())
     if wired != (node.token.address, node.registry.address):

@@ -27,7 +27,14 @@ CONFIG_FILE: Final = "node.toml"
 KEY_FILE: Final = "node.key"
 PLUGIN_NAME: Final = "x402"
 
-_CHAIN_KEYS: Final = ("rpc", "chain_id", "token", "settlement", "identity_registry")
+_CHAIN_KEYS: Final = (
+    "rpc",
+    "chain_id",
+    "token",
+    "settlement",
+    "settlement_block",
+    "identity_registry",
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +61,7 @@ def _chain_lines(chain: Mapping[str, str | int] | None) -> str:
         "chain_id": "Chain id the RPC must report (31337: a local anvil).",
         "token": "EIP-3009 token (USDC) address clients pay in.",
         "settlement": "MeshSettlement contract: the x402 payTo.",
+        "settlement_block": "Block it was deployed in (deployment.json's deployedAt).",
         "identity_registry": "ERC-8004 IdentityRegistry holding the nodes' agent ids.",
     }
     example = {"token": "0x...", "settlement": "0x...", "identity_registry": "0x..."}
@@ -183,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             chain_id=deployment.chain_id,
             token=deployment.token,
             settlement=deployment.settlement,
+            settlement_block=deployment.deployed_at,
             identity_registry=deployment.identity_registry,
         )
     if args.rpc is not None:

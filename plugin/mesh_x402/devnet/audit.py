@@ -118,11 +118,13 @@ def _hex(data: bytes) -> str:
     return "0x" + bytes(data).hex()
 
 
-def settled_events(settlement: SettlementBinding, from_block: int) -> list[SettledEvent]:
-    """Every `PaymentSettled` event of the settlement contract since `from_block`."""
+def settled_events(settlement: SettlementBinding) -> list[SettledEvent]:
+    """Every `PaymentSettled` event of the settlement contract (since its `from_block`)."""
     logs = settlement.client.run(
         "eth_getLogs PaymentSettled",
-        lambda: settlement.contract.events.PaymentSettled().get_logs(from_block=from_block),
+        lambda: settlement.contract.events.PaymentSettled().get_logs(
+            from_block=settlement.from_block
+        ),
     )
     events = []
     for log in logs:
@@ -173,7 +175,6 @@ def audit(
     *,
     settlement: SettlementBinding,
     token: TokenBinding,
-    from_block: int,
     nodes: Sequence[AuditNode],
     clients: Sequence[AuditClient],
     exchanges: Sequence[tuple[PlannedRequest, Exchange]],
@@ -181,15 +182,15 @@ def audit(
     """Compute the report's lines and checks.
 
     Args:
-        settlement, token: the deployed contracts.
-        from_block: the settlement contract's deployment block (event scans start there).
+        settlement, token: the deployed contracts (event scans start at the
+            settlement binding's `from_block`).
         nodes: every node, in index order (a request's `entry` is an index).
         clients: every paying client, in index order.
         exchanges: each planned request with what its client saw.
     """
     result = Audit()
     payments, counts = _read_journals(nodes, exchanges)
-    events = settled_events(settlement, from_block)
+    events = settled_events(settlement)
     result.settled_events = events
     by_hash: defaultdict[str, list[SettledEvent]] = defaultdict(list)
     for event in events:

@@ -303,6 +303,7 @@ class Devnet:
             "chain_id": deployment.chain_id,
             "token": deployment.token,
             "settlement": deployment.settlement,
+            "settlement_block": deployment.deployed_at,
             "identity_registry": deployment.identity_registry,
         }
         prices = _price_tables(self.models)
@@ -544,7 +545,6 @@ class Devnet:
         found = audit(
             settlement=chain.settlement,
             token=chain.token,
-            from_block=self.deployment.deployed_at,
             nodes=[
                 AuditNode(n.name, n.agent_id, n.wallet.address, n.state_dir, self._credit_check(n))
                 for n in self.nodes

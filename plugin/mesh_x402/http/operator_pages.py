@@ -207,7 +207,9 @@ class ChainWatcher:
                     peer_id_on_chain=on_chain.hex() if on_chain else None,
                 )
         if agent_id is not None and chain.settlement is not None:
-            settlement = SettlementBinding(client, chain.settlement)
+            settlement = SettlementBinding(
+                client, chain.settlement, from_block=chain.settlement_block
+            )
             facts = replace(
                 facts,
                 credited=settlement.balance_of(agent_id),

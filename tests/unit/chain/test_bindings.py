@@ -44,7 +44,7 @@ class Chain:
         )
         self.token = TokenBinding(self.client, d.token)
         self.registry = IdentityRegistryBinding(self.client, d.identity_registry)
-        self.settlement = SettlementBinding(self.client, d.settlement)
+        self.settlement = SettlementBinding(self.client, d.settlement, from_block=d.deployed_at)
 
     def now(self) -> int:
         return int(self.client.w3.eth.get_block("latest")["timestamp"])
@@ -177,6 +177,24 @@ class TestSettlement:
         assert (amount, wallet) == (700, chain.owner.address)
         assert chain.token.balance_of(chain.owner.address) == before + 700
         assert chain.settlement.withdraw(chain.owner, agent_id)[:2] == (0, "")
+
+    def test_event_scans_start_at_from_block(self, chain: Chain) -> None:
+        """`settlement_of` and `withdrawn` read logs from the binding's `from_block`
+        (the deployment block, from the config) on, not from the chain's first block."""
+        agent_id, _ = chain.registry.register(chain.owner, "data:a")
+        item = chain.item(funded(5), agent_id, 700, 0)
+        tx = chain.settlement.settle(chain.owner, [item]).tx_hash
+        chain.settlement.withdraw(chain.owner, agent_id)
+        auth = item.authorization
+
+        def seen_from(block: int) -> tuple[str | None, int]:
+            scan = SettlementBinding(chain.client, chain.settlement.address, from_block=block)
+            return scan.settlement_of(item.receipt_hash, auth.from_, auth.nonce), scan.withdrawn(
+                agent_id
+            )
+
+        assert seen_from(chain.settlement.from_block) == (tx, 700)
+        assert seen_from(chain.client.block_number() + 1) == (None, 0)
 
     def test_withdraw_for_unknown_agent_names_the_registry_error(self, chain: Chain) -> None:
         """An error raised inside the registry, under the settlement, is still decoded."""
