@@ -189,9 +189,8 @@ class TestSettlement:
 
         def seen_from(block: int) -> tuple[str | None, int]:
             scan = SettlementBinding(chain.client, chain.settlement.address, from_block=block)
-            return scan.settlement_of(item.receipt_hash, auth.from_, auth.nonce), scan.withdrawn(
-                agent_id
-            )
+            settled_in = scan.settlement_of(item.receipt_hash, auth.from_, auth.nonce)
+            return settled_in, scan.withdrawn(agent_id)
 
         assert seen_from(chain.settlement.from_block) == (tx, 700)
         assert seen_from(chain.client.block_number() + 1) == (None, 0)
